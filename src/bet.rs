@@ -1,0 +1,498 @@
+//! A bet and the rules it must satisfy.
+//!
+//! This module owns the `Bet` value and its validation (`Bet::validate`), the
+//! calendar arithmetic the birthdate rule needs (leap years, today's UTC date),
+//! and the parsing of one agency CSV row into a `Bet`. It knows nothing of sockets
+//! or files: the server and the client both call it, so both apply the same rules.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Longest first or last name, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest document (DNI), in ASCII digits.
+pub const MAX_DOCUMENT_LEN: usize = 10;
+/// Highest number a bet may play.
+pub const MAX_NUMBER: u16 = 9999;
+/// Earliest birth year accepted.
+pub const MIN_BIRTH_YEAR: u32 = 1900;
+/// Columns of an agency CSV row: first_name, last_name, document, birthdate, number.
+pub const AGENCY_CSV_COLUMNS: usize = 5;
+
+/// One bet as it travels on the wire and is stored, before or after validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bet {
+    pub first_name: String,
+    pub last_name: String,
+    pub document: String,
+    pub birthdate: String,
+    pub number: u16,
+}
+
+/// A calendar date (proleptic Gregorian), compared field by field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date {
+    pub year: u32,
+    pub month: u32,
+    pub day: u32,
+}
+
+impl Date {
+    /// Today's date in UTC, from the system clock.
+    pub fn today_utc() -> Date {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Date::from_days_since_epoch(secs / 86_400)
+    }
+
+    /// The civil date `days` days after 1970-01-01 (the "days from civil" inverse,
+    /// counted in 400-year eras so every step is exact integer arithmetic).
+    pub fn from_days_since_epoch(days: u64) -> Date {
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let day_of_era = z - era * 146_097;
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let shifted_month = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+        let month = if shifted_month < 10 {
+            shifted_month + 3
+        } else {
+            shifted_month - 9
+        };
+        let year = year_of_era + era * 400 + u64::from(month <= 2);
+        Date {
+            year: u32::try_from(year).unwrap_or(u32::MAX),
+            month: month as u32,
+            day: day as u32,
+        }
+    }
+
+    /// Parses `YYYY-MM-DD` into a real calendar date; `None` for any other shape
+    /// or for a day that does not exist (2023-02-29, 2024-04-31, month 13...).
+    pub fn parse(text: &str) -> Option<Date> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+            return None;
+        }
+        let year = parse_digits(&bytes[0..4])?;
+        let month = parse_digits(&bytes[5..7])?;
+        let day = parse_digits(&bytes[8..10])?;
+        if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+            return None;
+        }
+        Some(Date { year, month, day })
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+fn parse_digits(bytes: &[u8]) -> Option<u32> {
+    bytes.iter().try_fold(0u32, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+    })
+}
+
+/// Whether `year` has a 29 February in the Gregorian calendar.
+pub fn is_leap_year(year: u32) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Why a bet (or an agency CSV row) was refused. `Display` names the field, the
+/// offending value where it is safe to show, and the rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BetError {
+    /// A name is empty.
+    EmptyName { field: &'static str },
+    /// A name is longer than `MAX_NAME_LEN` bytes.
+    NameTooLong { field: &'static str, len: usize },
+    /// A name holds a control character (tab, newline, NUL...).
+    ControlCharacter { field: &'static str },
+    /// A name is made only of whitespace.
+    BlankName { field: &'static str },
+    /// The document is not 1 to 10 ASCII digits.
+    BadDocument { document: String },
+    /// The birthdate is not a real `YYYY-MM-DD` date.
+    BadBirthdate { birthdate: String },
+    /// The birthdate is before `MIN_BIRTH_YEAR`.
+    BirthdateTooEarly { birthdate: String },
+    /// The birthdate is after today's date.
+    BirthdateInFuture { birthdate: String, today: Date },
+    /// The number is above `MAX_NUMBER`.
+    NumberOutOfRange { number: u32 },
+    /// A CSV number is not 1 to 4 ASCII digits.
+    BadNumberText { text: String },
+    /// A CSV row does not have the five columns.
+    WrongColumnCount { found: usize },
+    /// A CSV field is not valid UTF-8.
+    NotUtf8 { field: &'static str },
+}
+
+impl fmt::Display for BetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BetError::EmptyName { field } => write!(f, "{field} is empty"),
+            BetError::NameTooLong { field, len } => write!(
+                f,
+                "{field} is {len} bytes long, the limit is {MAX_NAME_LEN} bytes"
+            ),
+            BetError::ControlCharacter { field } => {
+                write!(f, "{field} contains a control character")
+            }
+            BetError::BlankName { field } => write!(f, "{field} is only whitespace"),
+            BetError::BadDocument { document } => write!(
+                f,
+                "document {:?} is not 1 to {MAX_DOCUMENT_LEN} ASCII digits",
+                shorten(document)
+            ),
+            BetError::BadBirthdate { birthdate } => write!(
+                f,
+                "birthdate {:?} is not a real date in the form YYYY-MM-DD",
+                shorten(birthdate)
+            ),
+            BetError::BirthdateTooEarly { birthdate } => write!(
+                f,
+                "birthdate {birthdate} is before the year {MIN_BIRTH_YEAR}"
+            ),
+            BetError::BirthdateInFuture { birthdate, today } => {
+                write!(f, "birthdate {birthdate} is after today ({today}, UTC)")
+            }
+            BetError::NumberOutOfRange { number } => {
+                write!(f, "number {number} is outside 0..={MAX_NUMBER}")
+            }
+            BetError::BadNumberText { text } => {
+                write!(f, "number {:?} is not 1 to 4 ASCII digits", shorten(text))
+            }
+            BetError::WrongColumnCount { found } => write!(
+                f,
+                "the row has {found} columns, expected {AGENCY_CSV_COLUMNS} \
+                 (first_name,last_name,document,birthdate,number)"
+            ),
+            BetError::NotUtf8 { field } => write!(f, "{field} is not valid UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for BetError {}
+
+/// Keeps error messages short when a field is huge: its first 32 characters.
+fn shorten(text: &str) -> String {
+    const SHOWN_CHARS: usize = 32;
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+fn validate_name(field: &'static str, name: &str) -> Result<(), BetError> {
+    if name.is_empty() {
+        return Err(BetError::EmptyName { field });
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(BetError::NameTooLong {
+            field,
+            len: name.len(),
+        });
+    }
+    // Names are almost always ASCII letters and spaces: check that fast path first.
+    if name.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Ok(());
+    }
+    if name.chars().any(char::is_control) {
+        return Err(BetError::ControlCharacter { field });
+    }
+    if name.chars().all(char::is_whitespace) {
+        return Err(BetError::BlankName { field });
+    }
+    Ok(())
+}
+
+fn validate_document(document: &str) -> Result<(), BetError> {
+    let ok = (1..=MAX_DOCUMENT_LEN).contains(&document.len())
+        && document.bytes().all(|b| b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(BetError::BadDocument {
+            document: document.to_string(),
+        })
+    }
+}
+
+fn validate_birthdate(birthdate: &str, today: Date) -> Result<(), BetError> {
+    let date = Date::parse(birthdate).ok_or_else(|| BetError::BadBirthdate {
+        birthdate: birthdate.to_string(),
+    })?;
+    if date.year < MIN_BIRTH_YEAR {
+        return Err(BetError::BirthdateTooEarly {
+            birthdate: birthdate.to_string(),
+        });
+    }
+    if date > today {
+        return Err(BetError::BirthdateInFuture {
+            birthdate: birthdate.to_string(),
+            today,
+        });
+    }
+    Ok(())
+}
+
+impl Bet {
+    /// Checks every rule of the protocol against `today` (the caller's UTC date,
+    /// passed in so that a whole batch is judged against one date and tests can
+    /// pin it). Returns the first rule broken, in field order.
+    pub fn validate(&self, today: Date) -> Result<(), BetError> {
+        validate_name("first_name", &self.first_name)?;
+        validate_name("last_name", &self.last_name)?;
+        validate_document(&self.document)?;
+        validate_birthdate(&self.birthdate, today)?;
+        if self.number > MAX_NUMBER {
+            return Err(BetError::NumberOutOfRange {
+                number: u32::from(self.number),
+            });
+        }
+        Ok(())
+    }
+
+    /// Builds a bet from one agency CSV row
+    /// (`first_name,last_name,document,birthdate,number`) and validates it.
+    pub fn from_agency_row(row: &csv::ByteRecord, today: Date) -> Result<Bet, BetError> {
+        if row.len() != AGENCY_CSV_COLUMNS {
+            return Err(BetError::WrongColumnCount { found: row.len() });
+        }
+        let text = |index: usize, field: &'static str| -> Result<String, BetError> {
+            let bytes = row.get(index).unwrap_or_default();
+            std::str::from_utf8(bytes)
+                .map(str::to_string)
+                .map_err(|_| BetError::NotUtf8 { field })
+        };
+        let number_text = text(4, "number")?;
+        let bet = Bet {
+            first_name: text(0, "first_name")?,
+            last_name: text(1, "last_name")?,
+            document: text(2, "document")?,
+            birthdate: text(3, "birthdate")?,
+            number: parse_number(&number_text)?,
+        };
+        bet.validate(today)?;
+        Ok(bet)
+    }
+}
+
+/// Parses a CSV number: 1 to 4 ASCII digits, leading zeros allowed ("0042" is 42).
+pub fn parse_number(text: &str) -> Result<u16, BetError> {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || bytes.len() > 4 {
+        return Err(BetError::BadNumberText {
+            text: text.to_string(),
+        });
+    }
+    parse_digits(bytes)
+        .and_then(|n| u16::try_from(n).ok())
+        .ok_or_else(|| BetError::BadNumberText {
+            text: text.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TODAY: Date = Date {
+        year: 2026,
+        month: 11,
+        day: 29,
+    };
+
+    fn good_bet() -> Bet {
+        Bet {
+            first_name: "Santiago Lionel".into(),
+            last_name: "Lorca".into(),
+            document: "30904465".into(),
+            birthdate: "1999-03-17".into(),
+            number: 7574,
+        }
+    }
+
+    fn with(change: impl FnOnce(&mut Bet)) -> Result<(), BetError> {
+        let mut bet = good_bet();
+        change(&mut bet);
+        bet.validate(TODAY)
+    }
+
+    #[test]
+    fn a_good_bet_passes() {
+        assert_eq!(good_bet().validate(TODAY), Ok(()));
+        assert_eq!(with(|b| b.first_name = "José María Ñandú".into()), Ok(()));
+        assert_eq!(with(|b| b.number = 0), Ok(()));
+        assert_eq!(with(|b| b.number = 9999), Ok(()));
+    }
+
+    #[test]
+    fn february_29_exists_only_in_leap_years() {
+        assert_eq!(with(|b| b.birthdate = "2000-02-29".into()), Ok(()));
+        assert_eq!(with(|b| b.birthdate = "2024-02-29".into()), Ok(()));
+        for not_leap in ["1900-02-29", "2023-02-29", "2100-02-29"] {
+            assert!(matches!(
+                with(|b| b.birthdate = not_leap.into()),
+                Err(BetError::BadBirthdate { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn impossible_and_malformed_dates_are_refused() {
+        for bad in [
+            "2024-04-31",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-01-00",
+            "24-01-01",
+            "2024/01/01",
+            "2024-1-01",
+            "abcd-ef-gh",
+            "",
+            "2024-01-011",
+        ] {
+            assert!(
+                matches!(
+                    with(|b| b.birthdate = bad.into()),
+                    Err(BetError::BadBirthdate { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_future_birthdate_is_refused_and_today_is_accepted() {
+        assert_eq!(with(|b| b.birthdate = "2026-11-29".into()), Ok(()));
+        assert!(matches!(
+            with(|b| b.birthdate = "2026-11-30".into()),
+            Err(BetError::BirthdateInFuture { .. })
+        ));
+        assert!(matches!(
+            with(|b| b.birthdate = "1899-12-31".into()),
+            Err(BetError::BirthdateTooEarly { .. })
+        ));
+    }
+
+    #[test]
+    fn number_10000_is_out_of_range() {
+        assert_eq!(
+            with(|b| b.number = 10000),
+            Err(BetError::NumberOutOfRange { number: 10000 })
+        );
+    }
+
+    #[test]
+    fn documents_are_one_to_ten_digits() {
+        assert_eq!(with(|b| b.document = "1".into()), Ok(()));
+        assert_eq!(with(|b| b.document = "1234567890".into()), Ok(()));
+        for bad in ["12345678901", "", "12a45", "-1234", "１２３"] {
+            assert!(
+                matches!(
+                    with(|b| b.document = bad.into()),
+                    Err(BetError::BadDocument { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_refuse_control_characters_empty_blank_and_too_long() {
+        assert_eq!(
+            with(|b| b.first_name = "Ana\tMaría".into()),
+            Err(BetError::ControlCharacter {
+                field: "first_name"
+            })
+        );
+        assert_eq!(
+            with(|b| b.last_name = "Pérez\u{85}".into()),
+            Err(BetError::ControlCharacter { field: "last_name" })
+        );
+        assert_eq!(
+            with(|b| b.first_name = String::new()),
+            Err(BetError::EmptyName {
+                field: "first_name"
+            })
+        );
+        assert_eq!(
+            with(|b| b.last_name = " \u{3000} ".into()),
+            Err(BetError::BlankName { field: "last_name" })
+        );
+        assert_eq!(with(|b| b.last_name = "a".repeat(255)), Ok(()));
+        assert_eq!(
+            with(|b| b.last_name = "a".repeat(256)),
+            Err(BetError::NameTooLong {
+                field: "last_name",
+                len: 256
+            })
+        );
+        // The limit counts bytes, not characters: 128 two-byte letters are 256 bytes.
+        assert!(matches!(
+            with(|b| b.last_name = "ñ".repeat(128)),
+            Err(BetError::NameTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn days_since_epoch_convert_to_civil_dates() {
+        let d = |y, m, d| Date {
+            year: y,
+            month: m,
+            day: d,
+        };
+        assert_eq!(Date::from_days_since_epoch(0), d(1970, 1, 1));
+        assert_eq!(Date::from_days_since_epoch(11_016), d(2000, 2, 29));
+        assert_eq!(Date::from_days_since_epoch(20_786), d(2026, 11, 29));
+        assert_eq!(Date::from_days_since_epoch(47_541), d(2100, 3, 1));
+    }
+
+    #[test]
+    fn csv_numbers_are_one_to_four_digits() {
+        assert_eq!(parse_number("0042"), Ok(42));
+        assert_eq!(parse_number("7574"), Ok(7574));
+        for bad in ["", "10000", "12a", "-1", " 12"] {
+            assert!(parse_number(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn agency_rows_need_five_utf8_columns() {
+        let row = csv::ByteRecord::from(vec!["Ana", "Gil", "123", "2000-01-01", "0001"]);
+        assert_eq!(Bet::from_agency_row(&row, TODAY).map(|b| b.number), Ok(1));
+        let short = csv::ByteRecord::from(vec!["Ana", "Gil", "123", "2000-01-01"]);
+        assert_eq!(
+            Bet::from_agency_row(&short, TODAY),
+            Err(BetError::WrongColumnCount { found: 4 })
+        );
+        let mut bad_utf8 = csv::ByteRecord::new();
+        for field in [&b"An\xffa"[..], b"Gil", b"123", b"2000-01-01", b"1"] {
+            bad_utf8.push_field(field);
+        }
+        assert_eq!(
+            Bet::from_agency_row(&bad_utf8, TODAY),
+            Err(BetError::NotUtf8 {
+                field: "first_name"
+            })
+        );
+    }
+}

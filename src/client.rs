@@ -1,0 +1,479 @@
+//! One agency: its CSV rows become batches of bets, then FINISH, then the winners.
+//!
+//! `Agency::run` streams the agency file with the csv crate (one row in memory at a
+//! time), checks each row with the same rules as the server (`bet`), packs the
+//! valid ones into BETS messages of at most 8192 bytes and sends them on one
+//! connection, keeping up to `batches_in_flight` batches ahead of their acks. A row
+//! that fails is logged with its line number, skipped and counted. After FINISH
+//! and its ack the connection is closed, and the winners are asked for on a new
+//! connection per attempt until the draw has happened or the timeout passes.
+
+use crate::bet::{Bet, Date};
+use crate::config::ClientConfig;
+use crate::connection::{self, Connection, ConnectionError};
+use crate::protocol::{self, ErrorCode, Reply, Request};
+use crate::shutdown::Shutdown;
+use log::{debug, info, warn};
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{Shutdown as SocketShutdown, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Longest single sleep while waiting, so a signal is noticed promptly.
+const SLEEP_SLICE_MS: u64 = 50;
+
+/// Why the agency could not complete its run.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The agency file could not be opened or read.
+    DataFile { path: PathBuf, reason: String },
+    /// No connection to the server within the timeout.
+    Connect {
+        address: String,
+        waited: Duration,
+        reason: String,
+    },
+    /// The connection failed while `during`.
+    Connection {
+        during: &'static str,
+        source: ConnectionError,
+    },
+    /// The server closed the connection while `during`.
+    ServerClosed { during: &'static str },
+    /// The server answered with an ERROR.
+    Refused {
+        during: &'static str,
+        code: ErrorCode,
+        detail: String,
+    },
+    /// The server answered with a message that does not fit the exchange.
+    UnexpectedReply { during: &'static str, reply: String },
+    /// The draw did not happen within the timeout.
+    DrawTimeout { waited: Duration },
+    /// SIGTERM or SIGINT arrived.
+    Interrupted,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::DataFile { path, reason } => write!(
+                f,
+                "could not read the agency file {}: {reason}; check CLI_DATA_FILE",
+                path.display()
+            ),
+            ClientError::Connect {
+                address,
+                waited,
+                reason,
+            } => write!(
+                f,
+                "could not connect to the server at {address} within {} s: {reason}; \
+                 is the server running, and is CLI_SERVER_ADDRESS right?",
+                waited.as_secs()
+            ),
+            ClientError::Connection { during, source } => {
+                write!(f, "the connection failed while {during}: {source}")
+            }
+            ClientError::ServerClosed { during } => write!(
+                f,
+                "the server closed the connection while {during}; it may have stopped or crashed"
+            ),
+            ClientError::Refused {
+                during,
+                code,
+                detail,
+            } => write!(f, "the server refused while {during}: {code}: {detail}"),
+            ClientError::UnexpectedReply { during, reply } => {
+                write!(f, "unexpected reply while {during}: {reply}")
+            }
+            ClientError::DrawTimeout { waited } => write!(
+                f,
+                "the draw did not happen within {} s (CLI_TIMEOUT_S); have all agencies finished?",
+                waited.as_secs()
+            ),
+            ClientError::Interrupted => write!(f, "stopped by a signal"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// What a completed run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Bets the server acknowledged.
+    pub bets_sent: u64,
+    /// Rows refused by validation and not sent.
+    pub invalid_rows: u64,
+    /// The agency's winning documents.
+    pub winners: Vec<String>,
+}
+
+/// A batch being packed: its bets already encoded as a BETS body.
+struct Batch {
+    body: Vec<u8>,
+    count: usize,
+}
+
+/// One agency's run against the server.
+pub struct Agency {
+    config: ClientConfig,
+    shutdown: Shutdown,
+    /// The socket in use, so a signal can shut it and end a blocked read.
+    current: Arc<Mutex<Option<TcpStream>>>,
+}
+
+impl Agency {
+    /// An agency with `config`, stopped early when `shutdown` is triggered.
+    pub fn new(config: ClientConfig, shutdown: Shutdown) -> Agency {
+        Agency {
+            config,
+            shutdown,
+            current: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Returns a function that stops the run from another thread: it sets the
+    /// shutdown flag and shuts the socket in use, if any.
+    pub fn stopper(&self) -> impl Fn() + Send + 'static {
+        let shutdown = self.shutdown.clone();
+        let current = Arc::clone(&self.current);
+        move || {
+            shutdown.trigger();
+            if let Some(stream) = current.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                let _ = stream.shutdown(SocketShutdown::Both);
+            }
+        }
+    }
+
+    /// Sends every valid bet, FINISH, and waits for the winners.
+    pub fn run(&self) -> Result<Summary, ClientError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_path(&self.config.data_file)
+            .map_err(|e| ClientError::DataFile {
+                path: self.config.data_file.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut conn = self.connect(Instant::now() + self.config.timeout)?;
+        let (bets_sent, invalid_rows) = self.send_bets(&mut reader, &mut conn)?;
+        info!(
+            "action: apuestas_enviadas | result: success | cantidad: {bets_sent} | invalidas: {invalid_rows}"
+        );
+        self.finish(&mut conn)?;
+        drop(conn);
+        self.forget_stream();
+        let winners = self.ask_for_winners()?;
+        info!(
+            "action: consulta_ganadores | result: success | cant_ganadores: {}",
+            winners.len()
+        );
+        Ok(Summary {
+            bets_sent,
+            invalid_rows,
+            winners,
+        })
+    }
+
+    /// Connects, retrying every retry interval until `deadline`.
+    fn connect(&self, deadline: Instant) -> Result<Connection, ClientError> {
+        let started = Instant::now();
+        loop {
+            if self.shutdown.is_triggered() {
+                return Err(ClientError::Interrupted);
+            }
+            let error = match TcpStream::connect(self.config.server_address.as_str()) {
+                Ok(stream) => {
+                    let clone = stream.try_clone();
+                    let conn = Connection::new(
+                        stream,
+                        connection::CLIENT_READ_BUFFER_LEN,
+                        self.config.timeout,
+                    );
+                    match (conn, clone) {
+                        (Ok(conn), Ok(clone)) => {
+                            *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Some(clone);
+                            // A signal that arrived just before the socket was registered.
+                            if self.shutdown.is_triggered() {
+                                return Err(ClientError::Interrupted);
+                            }
+                            return Ok(conn);
+                        }
+                        (Err(e), _) | (_, Err(e)) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(ClientError::Connect {
+                    address: self.config.server_address.clone(),
+                    waited: started.elapsed(),
+                    reason: error.to_string(),
+                });
+            }
+            debug!(
+                "action: conectar | result: in_progress | address: {} | error: {error}",
+                self.config.server_address
+            );
+            self.sleep(self.config.retry_interval.min(deadline - Instant::now()))?;
+        }
+    }
+
+    fn forget_stream(&self) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Sleeps in short slices, ending early with `Interrupted` on a signal.
+    fn sleep(&self, total: Duration) -> Result<(), ClientError> {
+        let end = Instant::now() + total;
+        loop {
+            if self.shutdown.is_triggered() {
+                return Err(ClientError::Interrupted);
+            }
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(SLEEP_SLICE_MS)));
+        }
+    }
+
+    /// Maps a failed read or write: a signal explains it first.
+    fn connection_error(&self, during: &'static str, source: ConnectionError) -> ClientError {
+        if self.shutdown.is_triggered() {
+            ClientError::Interrupted
+        } else {
+            ClientError::Connection { during, source }
+        }
+    }
+
+    fn read_reply(&self, conn: &mut Connection, during: &'static str) -> Result<Reply, ClientError> {
+        match conn.read_reply() {
+            Ok(Some(Reply::Error { code, detail })) => Err(ClientError::Refused {
+                during,
+                code,
+                detail,
+            }),
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) if self.shutdown.is_triggered() => Err(ClientError::Interrupted),
+            Ok(None) => Err(ClientError::ServerClosed { during }),
+            Err(e) => Err(self.connection_error(during, e)),
+        }
+    }
+
+    fn send(&self, conn: &mut Connection, bytes: &[u8], during: &'static str) -> Result<(), ClientError> {
+        conn.queue_bytes(bytes);
+        conn.flush()
+            .map_err(|e| self.connection_error(during, ConnectionError::Io(e)))
+    }
+
+    /// Streams the file into batches; returns (bets acknowledged, rows refused).
+    fn send_bets(
+        &self,
+        reader: &mut csv::Reader<std::fs::File>,
+        conn: &mut Connection,
+    ) -> Result<(u64, u64), ClientError> {
+        let today = Date::today_utc();
+        let max_count = self.config.batch_max_amount.unwrap_or(usize::from(u16::MAX));
+        let mut record = csv::ByteRecord::new();
+        let mut batch = Batch {
+            body: Vec::with_capacity(protocol::MAX_BETS_BODY_LEN),
+            count: 0,
+        };
+        let mut encoded = Vec::with_capacity(1024);
+        let mut awaiting_ack: VecDeque<usize> = VecDeque::new();
+        let (mut acked, mut invalid) = (0u64, 0u64);
+        loop {
+            if self.shutdown.is_triggered() {
+                return Err(ClientError::Interrupted);
+            }
+            let more = reader
+                .read_byte_record(&mut record)
+                .map_err(|e| ClientError::DataFile {
+                    path: self.config.data_file.clone(),
+                    reason: e.to_string(),
+                })?;
+            if !more {
+                break;
+            }
+            let line = record.position().map_or(0, |p| p.line());
+            let bet = match Bet::from_agency_row(&record, today) {
+                Ok(bet) => bet,
+                Err(e) => {
+                    warn!("action: apuesta_invalida | result: fail | linea: {line} | error: {e}");
+                    invalid += 1;
+                    continue;
+                }
+            };
+            encoded.clear();
+            if let Err(e) = protocol::encode_bet(&bet, &mut encoded) {
+                warn!("action: apuesta_invalida | result: fail | linea: {line} | error: {e}");
+                invalid += 1;
+                continue;
+            }
+            if batch.count > 0
+                && (batch.count == max_count
+                    || batch.body.len() + encoded.len() > protocol::MAX_BETS_BODY_LEN)
+            {
+                acked += self.send_batch(conn, &mut batch, &mut awaiting_ack)?;
+            }
+            batch.body.extend_from_slice(&encoded);
+            batch.count += 1;
+        }
+        if batch.count > 0 {
+            acked += self.send_batch(conn, &mut batch, &mut awaiting_ack)?;
+        }
+        while !awaiting_ack.is_empty() {
+            acked += self.await_ack(conn, &mut awaiting_ack)?;
+        }
+        Ok((acked, invalid))
+    }
+
+    /// Sends the packed batch and empties it; if the window is full, first waits
+    /// for the oldest ack. Returns the bets acknowledged meanwhile.
+    fn send_batch(
+        &self,
+        conn: &mut Connection,
+        batch: &mut Batch,
+        awaiting_ack: &mut VecDeque<usize>,
+    ) -> Result<u64, ClientError> {
+        let mut acked = 0;
+        while awaiting_ack.len() >= self.config.batches_in_flight {
+            acked += self.await_ack(conn, awaiting_ack)?;
+        }
+        let count = u16::try_from(batch.count).unwrap_or(u16::MAX);
+        let message = protocol::encode_bets_message(self.config.id, count, &batch.body)
+            .map_err(|e| ClientError::UnexpectedReply {
+                during: "packing a batch",
+                reply: e.to_string(),
+            })?;
+        self.send(conn, &message, "sending a batch")?;
+        debug!(
+            "action: apuesta_enviada | result: in_progress | cantidad: {}",
+            batch.count
+        );
+        awaiting_ack.push_back(batch.count);
+        batch.body.clear();
+        batch.count = 0;
+        Ok(acked)
+    }
+
+    fn await_ack(
+        &self,
+        conn: &mut Connection,
+        awaiting_ack: &mut VecDeque<usize>,
+    ) -> Result<u64, ClientError> {
+        const DURING: &str = "waiting for a batch's ack";
+        let expected = awaiting_ack.pop_front().unwrap_or(0);
+        match self.read_reply(conn, DURING)? {
+            Reply::BetsAck { count } if usize::from(count) == expected => {
+                debug!("action: apuesta_enviada | result: success | cantidad: {count}");
+                Ok(u64::from(count))
+            }
+            other => Err(ClientError::UnexpectedReply {
+                during: DURING,
+                reply: format!("{other:?} (expected BETS_ACK of {expected})"),
+            }),
+        }
+    }
+
+    fn finish(&self, conn: &mut Connection) -> Result<(), ClientError> {
+        const DURING: &str = "sending FINISH";
+        let agency = self.config.id;
+        let bytes = Request::Finish { agency }
+            .encode()
+            .map_err(|e| ClientError::UnexpectedReply {
+                during: DURING,
+                reply: e.to_string(),
+            })?;
+        self.send(conn, &bytes, DURING)?;
+        match self.read_reply(conn, DURING)? {
+            Reply::FinishAck { agency: acked } if acked == agency => {
+                info!("action: finalizar | result: success | agencia: {agency}");
+                Ok(())
+            }
+            other => Err(ClientError::UnexpectedReply {
+                during: DURING,
+                reply: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// Asks for the winners on a new connection per attempt until the draw has
+    /// happened; NO_WINNERS means ask again after the retry interval.
+    fn ask_for_winners(&self) -> Result<Vec<String>, ClientError> {
+        const DURING: &str = "asking for the winners";
+        let started = Instant::now();
+        let deadline = started + self.config.timeout;
+        let request = Request::GetWinners {
+            agency: self.config.id,
+        }
+        .encode()
+        .map_err(|e| ClientError::UnexpectedReply {
+            during: DURING,
+            reply: e.to_string(),
+        })?;
+        loop {
+            let mut conn = self.connect(deadline)?;
+            self.send(&mut conn, &request, DURING)?;
+            let mut parts: Vec<String> = Vec::new();
+            let answer = loop {
+                match self.read_reply(&mut conn, DURING)? {
+                    Reply::NoWinners if parts.is_empty() => break None,
+                    Reply::WinnersPart { documents } => parts.push(documents),
+                    Reply::Winners { documents } => {
+                        parts.push(documents);
+                        break Some(parts);
+                    }
+                    other => {
+                        return Err(ClientError::UnexpectedReply {
+                            during: DURING,
+                            reply: format!("{other:?}"),
+                        });
+                    }
+                }
+            };
+            drop(conn);
+            self.forget_stream();
+            if let Some(parts) = answer {
+                return Ok(split_documents(&parts));
+            }
+            debug!("action: consulta_ganadores | result: in_progress | detail: the draw has not happened yet");
+            if Instant::now() >= deadline {
+                return Err(ClientError::DrawTimeout {
+                    waited: started.elapsed(),
+                });
+            }
+            self.sleep(self.config.retry_interval.min(deadline - Instant::now()))?;
+        }
+    }
+}
+
+/// Joins the payloads of WINNERS_PART/WINNERS and splits them into documents.
+fn split_documents(parts: &[String]) -> Vec<String> {
+    parts
+        .iter()
+        .flat_map(|part| part.split(','))
+        .filter(|document| !document.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn winner_parts_join_into_documents() {
+        assert_eq!(split_documents(&[String::new()]), Vec::<String>::new());
+        assert_eq!(
+            split_documents(&["1,2".into(), "3".into()]),
+            vec!["1".to_string(), "2".into(), "3".into()]
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! Configuration of both programs, read from environment variables.
+//!
+//! This module owns every variable's name, default and accepted range, the
+//! `--help` texts, and `ConfigError`, whose message names the variable, the value
+//! it got and what it accepts. Reading goes through a lookup function so tests can
+//! pass their own environment. An empty variable counts as unset.
+
+use log::LevelFilter;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the configuration comes from: a variable's value, if set.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+/// The process environment, as a `Lookup`.
+pub fn process_env(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
+/// A variable with a value the program cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    Missing {
+        variable: &'static str,
+        expected: &'static str,
+    },
+    /// A variable's value is not valid.
+    Invalid {
+        variable: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Missing { variable, expected } => {
+                write!(f, "{variable} is not set; set it to {expected}")
+            }
+            ConfigError::Invalid {
+                variable,
+                value,
+                expected,
+            } => write!(
+                f,
+                "{variable}={value:?} is not valid; set it to {expected} (or unset it for the default)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads `variable` and parses it with `parse`, which returns `None` for a value
+/// it refuses; unset (or empty) is `Ok(None)`.
+fn read<T>(
+    env: Lookup<'_>,
+    variable: &'static str,
+    expected: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    let Some(raw) = env(variable) else {
+        return Ok(None);
+    };
+    let invalid = |value: String| ConfigError::Invalid {
+        variable,
+        value,
+        expected,
+    };
+    let text = raw
+        .into_string()
+        .map_err(|raw| invalid(raw.to_string_lossy().into_owned()))?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse(text.trim()).map(Some).ok_or_else(|| invalid(text))
+}
+
+fn parse_in_range<T: std::str::FromStr + PartialOrd>(low: T, high: T) -> impl Fn(&str) -> Option<T> {
+    move |text| text.parse::<T>().ok().filter(|v| *v >= low && *v <= high)
+}
+
+fn parse_log_level(text: &str) -> Option<LevelFilter> {
+    text.parse::<LevelFilter>().ok()
+}
+
+const LOG_LEVELS: &str = "one of OFF, ERROR, WARN, INFO, DEBUG, TRACE";
+
+/// The server's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub ip: IpAddr,
+    /// 0 asks the system for a free port.
+    pub port: u16,
+    pub agencies: u32,
+    pub bets_file: PathBuf,
+    pub log_level: LevelFilter,
+    /// How long a GET_WINNERS may wait on the draw before NO_WINNERS.
+    pub draw_wait: Duration,
+    /// A connection that completes no message for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more get ERROR BUSY.
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    /// What `server --help` prints.
+    pub const HELP: &'static str = "\
+server: the central lottery server. Agencies send their bets over TCP; once every
+agency has finished, the draw is held and each agency can ask for its winners.
+
+Configuration (environment variables, each optional):
+  SERVER_IP               address to listen on                 [default: 0.0.0.0]
+  SERVER_PORT             port to listen on; 0 picks a free one [default: 12345]
+  SERVER_AGENCIES         agencies taking part (1..=1000000)   [default: 5]
+  SERVER_BETS_FILE        CSV file for the bets; must be new or empty [default: ./bets.csv]
+  LOGGING_LEVEL           OFF, ERROR, WARN, INFO, DEBUG, TRACE  [default: INFO]
+  SERVER_DRAW_WAIT_MS     how long GET_WINNERS waits for the draw before NO_WINNERS [default: 1000]
+  SERVER_IDLE_TIMEOUT_MS  close a connection idle this long    [default: 30000]
+  SERVER_MAX_CONNECTIONS  connections served at once; more get ERROR BUSY [default: 256]
+
+Exit status: 0 after a clean stop (SIGTERM or SIGINT), 2 for a configuration or
+start-up error, 1 for any other failure.";
+
+    /// Reads the settings, every one with its default.
+    pub fn from_env(env: Lookup<'_>) -> Result<ServerConfig, ConfigError> {
+        Ok(ServerConfig {
+            ip: read(env, "SERVER_IP", "an IPv4 or IPv6 address such as 0.0.0.0", |t| {
+                t.parse().ok()
+            })?
+            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            port: read(env, "SERVER_PORT", "a port number from 0 to 65535", |t| {
+                t.parse().ok()
+            })?
+            .unwrap_or(12345),
+            agencies: read(
+                env,
+                "SERVER_AGENCIES",
+                "a whole number from 1 to 1000000",
+                parse_in_range(1, 1_000_000),
+            )?
+            .unwrap_or(5),
+            bets_file: read(env, "SERVER_BETS_FILE", "a file path", |t| {
+                Some(PathBuf::from(t))
+            })?
+            .unwrap_or_else(|| PathBuf::from("./bets.csv")),
+            log_level: read(env, "LOGGING_LEVEL", LOG_LEVELS, parse_log_level)?
+                .unwrap_or(LevelFilter::Info),
+            draw_wait: Duration::from_millis(
+                read(
+                    env,
+                    "SERVER_DRAW_WAIT_MS",
+                    "milliseconds from 0 to 3600000",
+                    parse_in_range(0, 3_600_000),
+                )?
+                .unwrap_or(1000),
+            ),
+            idle_timeout: Duration::from_millis(
+                read(
+                    env,
+                    "SERVER_IDLE_TIMEOUT_MS",
+                    "milliseconds from 1 to 86400000",
+                    parse_in_range(1, 86_400_000),
+                )?
+                .unwrap_or(30_000),
+            ),
+            max_connections: read(
+                env,
+                "SERVER_MAX_CONNECTIONS",
+                "a whole number from 1 to 100000",
+                parse_in_range(1, 100_000),
+            )?
+            .unwrap_or(256),
+        })
+    }
+
+    /// The key-value part of the `action: config` log line; `port` is the port
+    /// actually bound (it differs from the setting when that is 0).
+    pub fn describe(&self, port: u16) -> String {
+        format!(
+            "server_ip: {} | server_port: {port} | agencies: {} | bets_file: {} | \
+             logging_level: {} | draw_wait_ms: {} | idle_timeout_ms: {} | max_connections: {}",
+            self.ip,
+            self.agencies,
+            self.bets_file.display(),
+            self.log_level,
+            self.draw_wait.as_millis(),
+            self.idle_timeout.as_millis(),
+            self.max_connections
+        )
+    }
+}
+
+/// One agency client's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The agency number, 1 or more.
+    pub id: u32,
+    pub server_address: String,
+    pub data_file: PathBuf,
+    /// Most bets per batch; `None` packs as many as fit in 8192 bytes.
+    pub batch_max_amount: Option<usize>,
+    /// Batches sent ahead of their acks (1 sends one and waits for its ack).
+    pub batches_in_flight: usize,
+    pub retry_interval: Duration,
+    /// Give up waiting for the server or the draw after this long.
+    pub timeout: Duration,
+    pub log_level: LevelFilter,
+}
+
+impl ClientConfig {
+    /// What `client --help` prints.
+    pub const HELP: &'static str = "\
+client: one lottery agency. Sends the bets of its CSV file
+(first_name,last_name,document,birthdate,number; no header) to the server, says
+it has finished, then asks for its winners until the draw has happened.
+
+Configuration (environment variables):
+  CLI_ID                  agency number, 1 or more             [required]
+  CLI_SERVER_ADDRESS      server host:port                     [default: 127.0.0.1:12345]
+  CLI_DATA_FILE           the agency's CSV file                [default: data/agency-{CLI_ID}.csv]
+  CLI_BATCH_MAXAMOUNT     most bets per batch (1..=65535); a batch never exceeds
+                          8192 bytes whatever this is           [default: as many as fit]
+  CLI_BATCHES_IN_FLIGHT   batches sent before waiting for their acks (1..=1024) [default: 16]
+  CLI_RETRY_INTERVAL_MS   pause between winners queries and connection attempts [default: 100]
+  CLI_TIMEOUT_S           give up waiting for the server or the draw [default: 300]
+  CLI_LOG_LEVEL           OFF, ERROR, WARN, INFO, DEBUG, TRACE  [default: INFO]
+
+Exit status: 0 when the winners were received (or after SIGTERM/SIGINT), 1 if any
+bet was invalid or the server refused or failed, 2 for a configuration error.";
+
+    /// Reads the settings; only CLI_ID is required.
+    pub fn from_env(env: Lookup<'_>) -> Result<ClientConfig, ConfigError> {
+        const ID_EXPECTED: &str = "the agency number, a whole number of 1 or more";
+        let id = read(env, "CLI_ID", ID_EXPECTED, parse_in_range(1, u32::MAX))?.ok_or(
+            ConfigError::Missing {
+                variable: "CLI_ID",
+                expected: ID_EXPECTED,
+            },
+        )?;
+        Ok(ClientConfig {
+            id,
+            server_address: read(env, "CLI_SERVER_ADDRESS", "host:port", |t| {
+                t.contains(':').then(|| t.to_string())
+            })?
+            .unwrap_or_else(|| "127.0.0.1:12345".to_string()),
+            data_file: read(env, "CLI_DATA_FILE", "a file path", |t| Some(PathBuf::from(t)))?
+                .unwrap_or_else(|| PathBuf::from(format!("data/agency-{id}.csv"))),
+            batch_max_amount: read(
+                env,
+                "CLI_BATCH_MAXAMOUNT",
+                "a whole number from 1 to 65535",
+                parse_in_range(1, 65_535),
+            )?,
+            batches_in_flight: read(
+                env,
+                "CLI_BATCHES_IN_FLIGHT",
+                "a whole number from 1 to 1024",
+                parse_in_range(1, 1024),
+            )?
+            .unwrap_or(16),
+            retry_interval: Duration::from_millis(
+                read(
+                    env,
+                    "CLI_RETRY_INTERVAL_MS",
+                    "milliseconds from 1 to 600000",
+                    parse_in_range(1, 600_000),
+                )?
+                .unwrap_or(100),
+            ),
+            timeout: Duration::from_secs(
+                read(
+                    env,
+                    "CLI_TIMEOUT_S",
+                    "seconds from 1 to 86400",
+                    parse_in_range(1, 86_400),
+                )?
+                .unwrap_or(300),
+            ),
+            log_level: read(env, "CLI_LOG_LEVEL", LOG_LEVELS, parse_log_level)?
+                .unwrap_or(LevelFilter::Info),
+        })
+    }
+
+    /// The key-value part of the client's `action: config` log line.
+    pub fn describe(&self) -> String {
+        format!(
+            "id: {} | server_address: {} | data_file: {} | batch_max_amount: {} | \
+             batches_in_flight: {} | retry_interval_ms: {} | timeout_s: {} | log_level: {}",
+            self.id,
+            self.server_address,
+            self.data_file.display(),
+            self.batch_max_amount
+                .map_or_else(|| "auto".to_string(), |n| n.to_string()),
+            self.batches_in_flight,
+            self.retry_interval.as_millis(),
+            self.timeout.as_secs(),
+            self.log_level
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let map: HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn server_defaults_apply_when_nothing_is_set() {
+        let config = ServerConfig::from_env(&env_of(&[])).unwrap();
+        assert_eq!(config.port, 12345);
+        assert_eq!(config.agencies, 5);
+        assert_eq!(config.bets_file, PathBuf::from("./bets.csv"));
+        assert_eq!(config.draw_wait, Duration::from_millis(1000));
+        assert_eq!(config.idle_timeout, Duration::from_millis(30_000));
+        assert_eq!(config.max_connections, 256);
+        assert_eq!(config.log_level, LevelFilter::Info);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_the_fix() {
+        let error = ServerConfig::from_env(&env_of(&[("SERVER_AGENCIES", "0")])).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("SERVER_AGENCIES=\"0\""), "{text}");
+        assert!(text.contains("1 to 1000000"), "{text}");
+        for (var, value) in [
+            ("SERVER_PORT", "70000"),
+            ("SERVER_IP", "localhost:1"),
+            ("LOGGING_LEVEL", "LOUD"),
+            ("SERVER_MAX_CONNECTIONS", "-1"),
+        ] {
+            let error = ServerConfig::from_env(&env_of(&[(var, value)])).unwrap_err();
+            assert!(error.to_string().starts_with(var), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_client_needs_an_id_and_derives_its_data_file() {
+        assert_eq!(
+            ClientConfig::from_env(&env_of(&[])).unwrap_err(),
+            ConfigError::Missing {
+                variable: "CLI_ID",
+                expected: "the agency number, a whole number of 1 or more"
+            }
+        );
+        assert!(ClientConfig::from_env(&env_of(&[("CLI_ID", "0")])).is_err());
+        let config = ClientConfig::from_env(&env_of(&[("CLI_ID", "3")])).unwrap();
+        assert_eq!(config.data_file, PathBuf::from("data/agency-3.csv"));
+        assert_eq!(config.batch_max_amount, None);
+        assert_eq!(config.timeout, Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,261 @@
+//! One TCP stream with its buffers and its deadline.
+//!
+//! A `Connection` owns the socket, a bounded read buffer and an outgoing buffer.
+//! It turns bytes into messages with the pure decoders of `protocol`, looping over
+//! short reads (a message may arrive one byte at a time) and refusing a message
+//! from its header as soon as it is too large, so at most one message's worth of
+//! unconsumed bytes past the buffer's limit is ever held. A clean close between
+//! messages is `Ok(None)`; a close in the middle of a message is an error that
+//! says how many bytes were lost. The idle deadline counts from the last complete
+//! message, so a peer that trickles bytes forever is still cut off.
+
+use crate::protocol::{self, ProtocolError, Reply, Request};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Read buffer of a server-side connection: room for two largest messages, so
+/// several pipelined batches are taken in per read.
+pub const SERVER_READ_BUFFER_LEN: usize = 2 * protocol::MAX_MESSAGE_LEN;
+/// Read buffer of a client-side connection: one largest reply (a full WINNERS).
+pub const CLIENT_READ_BUFFER_LEN: usize = protocol::MAX_REPLY_LEN;
+
+/// Why a connection could not deliver a message.
+#[derive(Debug)]
+pub enum ConnectionError {
+    /// The bytes do not form a valid message.
+    Protocol(ProtocolError),
+    /// The peer closed the stream in the middle of a message.
+    ClosedMidMessage { buffered: usize },
+    /// No complete message arrived within the idle timeout.
+    IdleTimeout { waited: Duration },
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionError::Protocol(e) => write!(f, "{e}"),
+            ConnectionError::ClosedMidMessage { buffered } => write!(
+                f,
+                "the peer closed the connection in the middle of a message \
+                 ({buffered} bytes of it discarded)"
+            ),
+            ConnectionError::IdleTimeout { waited } => write!(
+                f,
+                "no complete message within {} ms",
+                waited.as_millis()
+            ),
+            ConnectionError::Io(e) => write!(f, "socket error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectionError::Protocol(e) => Some(e),
+            ConnectionError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ProtocolError> for ConnectionError {
+    fn from(e: ProtocolError) -> Self {
+        ConnectionError::Protocol(e)
+    }
+}
+
+impl From<io::Error> for ConnectionError {
+    fn from(e: io::Error) -> Self {
+        ConnectionError::Io(e)
+    }
+}
+
+/// What one read into the buffer brought.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// New bytes are buffered.
+    Data,
+    /// Nothing is waiting on the socket right now (non-blocking reads only).
+    Nothing,
+    /// The peer closed the stream between messages.
+    Closed,
+}
+
+/// A TCP stream, its read buffer, its pending output and its idle deadline.
+pub struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+    /// Bytes `buffer[start..end]` are received and not yet decoded.
+    start: usize,
+    end: usize,
+    outgoing: Vec<u8>,
+    idle_timeout: Duration,
+    last_message_at: Instant,
+}
+
+impl Connection {
+    /// Wraps `stream`; reads are buffered in `buffer_len` bytes, which must hold
+    /// the largest message this side receives. Writes time out after `idle_timeout`.
+    pub fn new(
+        stream: TcpStream,
+        buffer_len: usize,
+        idle_timeout: Duration,
+    ) -> io::Result<Connection> {
+        stream.set_write_timeout(Some(idle_timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            buffer: vec![0; buffer_len],
+            start: 0,
+            end: 0,
+            outgoing: Vec::new(),
+            idle_timeout,
+            last_message_at: Instant::now(),
+        })
+    }
+
+    /// The socket, for its addresses or a clone.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Bytes received that do not yet make a whole message.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Decodes the next message already in the buffer, without touching the socket.
+    fn next_buffered<T>(
+        &mut self,
+        decode: fn(&[u8]) -> Result<Option<(T, usize)>, ProtocolError>,
+    ) -> Result<Option<T>, ProtocolError> {
+        match decode(&self.buffer[self.start..self.end])? {
+            Some((message, used)) => {
+                self.start += used;
+                if self.start == self.end {
+                    self.start = 0;
+                    self.end = 0;
+                }
+                self.last_message_at = Instant::now();
+                Ok(Some(message))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The next request already buffered, if a whole one is.
+    pub fn next_buffered_request(&mut self) -> Result<Option<Request>, ProtocolError> {
+        self.next_buffered(protocol::decode_request)
+    }
+
+    /// Reads more bytes from the socket. With `wait`, blocks until bytes arrive,
+    /// the peer closes, or the idle deadline passes; without, takes only what is
+    /// already there. A close with part of a message buffered is an error.
+    pub fn fill(&mut self, wait: bool) -> Result<Fill, ConnectionError> {
+        if self.end == self.buffer.len() {
+            // Move the partial message to the front to make room.
+            self.buffer.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buffer.len() {
+            // The decoders refuse anything larger than the buffer from its header,
+            // so a full buffer means a message larger than this side accepts.
+            return Err(ProtocolError::TooLarge {
+                len: self.buffer.len() + 1,
+                limit: self.buffer.len(),
+            }
+            .into());
+        }
+        if !wait {
+            self.stream.set_nonblocking(true)?;
+        }
+        let result = loop {
+            if wait {
+                let waited = self.last_message_at.elapsed();
+                let Some(left) = self.idle_timeout.checked_sub(waited).filter(|d| !d.is_zero())
+                else {
+                    break Err(ConnectionError::IdleTimeout { waited });
+                };
+                self.stream.set_read_timeout(Some(left))?;
+            }
+            match self.stream.read(&mut self.buffer[self.end..]) {
+                Ok(0) if self.buffered() > 0 => {
+                    break Err(ConnectionError::ClosedMidMessage {
+                        buffered: self.buffered(),
+                    });
+                }
+                Ok(0) => break Ok(Fill::Closed),
+                Ok(n) => {
+                    self.end += n;
+                    break Ok(Fill::Data);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if !wait && e.kind() == io::ErrorKind::WouldBlock => {
+                    break Ok(Fill::Nothing);
+                }
+                // A read timeout shows as WouldBlock or TimedOut; the loop's
+                // deadline check turns it into IdleTimeout.
+                Err(e)
+                    if wait
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    continue;
+                }
+                Err(e) => break Err(e.into()),
+            }
+        };
+        if !wait {
+            self.stream.set_nonblocking(false)?;
+        }
+        result
+    }
+
+    /// Reads the next whole reply, blocking up to the idle timeout. `Ok(None)`
+    /// when the server closed the stream between messages.
+    pub fn read_reply(&mut self) -> Result<Option<Reply>, ConnectionError> {
+        self.last_message_at = Instant::now();
+        loop {
+            if let Some(reply) = self.next_buffered(protocol::decode_reply)? {
+                return Ok(Some(reply));
+            }
+            if self.fill(true)? == Fill::Closed {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Queues a reply; it goes out with the next `flush`.
+    pub fn queue_reply(&mut self, reply: &Reply) -> Result<(), ProtocolError> {
+        self.outgoing.extend_from_slice(&reply.encode()?);
+        Ok(())
+    }
+
+    /// Queues raw message bytes; they go out with the next `flush`.
+    pub fn queue_bytes(&mut self, bytes: &[u8]) {
+        self.outgoing.extend_from_slice(bytes);
+    }
+
+    /// Whether anything is queued.
+    pub fn has_queued(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// Writes everything queued, looping over short writes.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.outgoing.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.outgoing);
+        self.outgoing.clear();
+        result
+    }
+}

@@ -1,0 +1,319 @@
+//! The lottery's shared state and the draw barrier.
+//!
+//! `Lottery` is the one piece of state every connection thread shares (behind an
+//! `Arc`): which agencies have finished, how many batches are being stored right
+//! now, and the draw's outcome. The barrier is a `Condvar` with a predicate, not
+//! `std::sync::Barrier`, because waiters must time out (GET_WINNERS answers
+//! NO_WINNERS after a bounded wait) and wake at shutdown. Locks are held only
+//! inside the small methods here, never across socket or disk I/O.
+//!
+//! The draw runs once, in the thread whose FINISH completed the set: it waits for
+//! batches still being stored, streams the bets file back (`load_bets`), keeps each
+//! agency's winners (`has_won`) and wakes every waiting GET_WINNERS.
+
+use crate::storage::{self, StorageError};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// Each agency's winning documents, in the order the bets were stored.
+pub type Winners = HashMap<u32, Vec<String>>;
+
+/// The shared lottery: cheap to clone, all locking inside.
+#[derive(Clone)]
+pub struct Lottery {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    agencies: u32,
+    state: Mutex<State>,
+    /// Signalled when the draw completes, a batch ends, or shutdown begins.
+    changed: Condvar,
+}
+
+struct State {
+    finished: BTreeSet<u32>,
+    batches_in_flight: usize,
+    draw: Draw,
+    shutting_down: bool,
+}
+
+enum Draw {
+    NotYet,
+    Running,
+    Done(Arc<Winners>),
+    Failed(String),
+}
+
+/// What a FINISH changed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FinishOutcome {
+    /// False for a repeated FINISH from the same agency.
+    pub first_time: bool,
+    /// Distinct agencies finished so far.
+    pub finished_count: usize,
+    /// This FINISH completed the set: the caller must now run the draw.
+    pub draw_due: bool,
+}
+
+/// The answer to a GET_WINNERS.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WinnersAnswer {
+    /// The draw happened; these are the agency's winning documents.
+    Drawn(Vec<String>),
+    /// The draw has not happened within the wait.
+    NotYet,
+    /// The draw could not read the bets file.
+    Failed(String),
+    /// The server is stopping.
+    ShuttingDown,
+}
+
+/// Why a batch may not be stored.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BatchRefusal {
+    /// The agency already sent FINISH.
+    AgencyFinished,
+    /// The server is stopping.
+    ShuttingDown,
+}
+
+/// Held while a batch is being stored; the draw waits until none are left.
+pub struct BatchPermit {
+    lottery: Lottery,
+}
+
+impl Drop for BatchPermit {
+    fn drop(&mut self) {
+        let mut state = self.lottery.lock();
+        state.batches_in_flight -= 1;
+        drop(state);
+        self.lottery.shared.changed.notify_all();
+    }
+}
+
+impl Lottery {
+    /// A lottery waiting on `agencies` agencies (numbered 1..=agencies).
+    pub fn new(agencies: u32) -> Lottery {
+        Lottery {
+            shared: Arc::new(Shared {
+                agencies,
+                state: Mutex::new(State {
+                    finished: BTreeSet::new(),
+                    batches_in_flight: 0,
+                    draw: Draw::NotYet,
+                    shutting_down: false,
+                }),
+                changed: Condvar::new(),
+            }),
+        }
+    }
+
+    /// The state lock. A panic while holding it cannot leave the state half
+    /// changed (every method changes it in one step), so a poisoned lock is
+    /// still safe to use.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many agencies take part.
+    pub fn agencies(&self) -> u32 {
+        self.shared.agencies
+    }
+
+    /// Whether `agency` is one of 1..=N.
+    pub fn knows_agency(&self, agency: u32) -> bool {
+        (1..=self.shared.agencies).contains(&agency)
+    }
+
+    /// Admits a batch from `agency` for storing, unless the agency finished. The
+    /// permit must be held until the batch is durable (or has failed).
+    pub fn begin_batch(&self, agency: u32) -> Result<BatchPermit, BatchRefusal> {
+        let mut state = self.lock();
+        if state.shutting_down {
+            return Err(BatchRefusal::ShuttingDown);
+        }
+        if state.finished.contains(&agency) {
+            return Err(BatchRefusal::AgencyFinished);
+        }
+        state.batches_in_flight += 1;
+        Ok(BatchPermit {
+            lottery: self.clone(),
+        })
+    }
+
+    /// Records that `agency` finished. Idempotent: a repeated FINISH changes nothing.
+    pub fn finish(&self, agency: u32) -> FinishOutcome {
+        let mut state = self.lock();
+        let first_time = state.finished.insert(agency);
+        let finished_count = state.finished.len();
+        let all_in = finished_count == self.shared.agencies as usize;
+        let draw_due = all_in && matches!(state.draw, Draw::NotYet);
+        if draw_due {
+            state.draw = Draw::Running;
+        }
+        FinishOutcome {
+            first_time,
+            finished_count,
+            draw_due,
+        }
+    }
+
+    /// Runs the draw over the bets file at `bets_file` and publishes the result.
+    /// Call it only when `finish` said `draw_due`. Returns each agency's winners.
+    pub fn hold_draw(&self, bets_file: &Path) -> Result<Arc<Winners>, StorageError> {
+        self.wait_for_stored_batches();
+        let result = compute_winners(bets_file).map(Arc::new);
+        let mut state = self.lock();
+        state.draw = match &result {
+            Ok(winners) => Draw::Done(Arc::clone(winners)),
+            Err(e) => Draw::Failed(e.to_string()),
+        };
+        drop(state);
+        self.shared.changed.notify_all();
+        result
+    }
+
+    fn wait_for_stored_batches(&self) {
+        let state = self.lock();
+        let _state = self
+            .shared
+            .changed
+            .wait_while(state, |s| s.batches_in_flight > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+
+    /// The agency's winners, waiting up to `wait` for the draw.
+    pub fn wait_for_winners(&self, agency: u32, wait: Duration) -> WinnersAnswer {
+        let state = self.lock();
+        let (state, _timeout) = self
+            .shared
+            .changed
+            .wait_timeout_while(state, wait, |s| {
+                !s.shutting_down && !matches!(s.draw, Draw::Done(_) | Draw::Failed(_))
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        match &state.draw {
+            Draw::Done(winners) => {
+                WinnersAnswer::Drawn(winners.get(&agency).cloned().unwrap_or_default())
+            }
+            Draw::Failed(reason) => WinnersAnswer::Failed(reason.clone()),
+            _ if state.shutting_down => WinnersAnswer::ShuttingDown,
+            _ => WinnersAnswer::NotYet,
+        }
+    }
+
+    /// Starts shutting down: new batches are refused and every waiter wakes.
+    pub fn begin_shutdown(&self) {
+        self.lock().shutting_down = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+/// Streams the bets file and keeps each agency's winning documents.
+pub fn compute_winners(bets_file: &Path) -> Result<Winners, StorageError> {
+    let mut winners = Winners::new();
+    for row in storage::load_bets(bets_file)? {
+        let row = row?;
+        if storage::has_won(&row.bet) {
+            winners.entry(row.agency).or_default().push(row.bet.document);
+        }
+    }
+    Ok(winners)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_repeated_finish_is_not_counted_and_the_draw_is_due_exactly_once() {
+        let lottery = Lottery::new(2);
+        let first = lottery.finish(1);
+        assert_eq!(
+            first,
+            FinishOutcome {
+                first_time: true,
+                finished_count: 1,
+                draw_due: false
+            }
+        );
+        assert!(!lottery.finish(1).first_time);
+        assert!(!lottery.finish(1).draw_due);
+        assert!(lottery.finish(2).draw_due);
+        assert!(!lottery.finish(2).draw_due);
+        assert!(!lottery.finish(1).draw_due);
+    }
+
+    #[test]
+    fn batches_after_finish_are_refused() {
+        let lottery = Lottery::new(3);
+        assert!(lottery.begin_batch(1).is_ok());
+        lottery.finish(1);
+        assert_eq!(
+            lottery.begin_batch(1).err(),
+            Some(BatchRefusal::AgencyFinished)
+        );
+        assert!(lottery.begin_batch(2).is_ok());
+    }
+
+    #[test]
+    fn waiting_for_winners_times_out_before_the_draw_and_wakes_at_shutdown() {
+        let lottery = Lottery::new(1);
+        let started = Instant::now();
+        assert_eq!(
+            lottery.wait_for_winners(1, Duration::from_millis(50)),
+            WinnersAnswer::NotYet
+        );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+
+        let waiter = {
+            let lottery = lottery.clone();
+            std::thread::spawn(move || lottery.wait_for_winners(1, Duration::from_secs(60)))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        lottery.begin_shutdown();
+        assert_eq!(waiter.join().unwrap(), WinnersAnswer::ShuttingDown);
+    }
+
+    #[test]
+    fn the_draw_waits_for_batches_in_flight_then_wakes_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        std::fs::write(
+            &path,
+            "1,A,B,11,2000-01-01,7574\r\n2,A,B,22,2000-01-01,1\r\n1,A,B,33,2000-01-01,7574\r\n",
+        )
+        .unwrap();
+        let lottery = Lottery::new(2);
+        let permit = lottery.begin_batch(2).unwrap();
+        let waiter = {
+            let lottery = lottery.clone();
+            std::thread::spawn(move || lottery.wait_for_winners(1, Duration::from_secs(60)))
+        };
+        lottery.finish(1);
+        assert!(lottery.finish(2).draw_due);
+        let drawer = {
+            let lottery = lottery.clone();
+            std::thread::spawn(move || lottery.hold_draw(&path).map(|w| w.len()))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!drawer.is_finished(), "the draw must wait for the permit");
+        drop(permit);
+        assert_eq!(drawer.join().unwrap().unwrap(), 1);
+        assert_eq!(
+            waiter.join().unwrap(),
+            WinnersAnswer::Drawn(vec!["11".into(), "33".into()])
+        );
+        assert_eq!(
+            lottery.wait_for_winners(2, Duration::ZERO),
+            WinnersAnswer::Drawn(vec![])
+        );
+    }
+}

@@ -1,0 +1,834 @@
+//! The wire protocol: every message as a Rust value, and its exact bytes.
+//!
+//! This module owns the message ids, the error codes, the size limits and the
+//! pure encode/decode functions (`&[u8]` in, a message or a `ProtocolError` out).
+//! It does no I/O: `connection` moves the bytes, and decoding never panics on any
+//! input, whatever its length. Integers are big-endian; a `str16` is a u16 byte
+//! length followed by that many bytes of UTF-8.
+
+use crate::bet::Bet;
+use std::fmt;
+
+/// No message may be longer than this, id and lengths included (WINNERS and
+/// WINNERS_PART excepted: they are bounded by their u16 length).
+pub const MAX_MESSAGE_LEN: usize = 8192;
+/// BETS header: id (2) · agency (4) · count (2) · body_len (2).
+pub const BETS_HEADER_LEN: usize = 10;
+/// Largest BETS body that keeps the message within `MAX_MESSAGE_LEN`.
+pub const MAX_BETS_BODY_LEN: usize = MAX_MESSAGE_LEN - BETS_HEADER_LEN;
+/// Largest WINNERS / WINNERS_PART payload.
+pub const MAX_WINNERS_PAYLOAD_LEN: usize = u16::MAX as usize;
+/// Largest reply on the wire: a WINNERS with a full payload.
+pub const MAX_REPLY_LEN: usize = 4 + MAX_WINNERS_PAYLOAD_LEN;
+/// ERROR details are cut to this many bytes (on a character boundary).
+pub const MAX_ERROR_DETAIL_LEN: usize = 1024;
+/// Smallest encoded bet: four empty str16 and the number.
+const MIN_ENCODED_BET_LEN: usize = 4 * 2 + 2;
+/// FINISH and GET_WINNERS: id (2) · agency (4).
+const AGENCY_MESSAGE_LEN: usize = 6;
+
+/// Message ids, as they appear in the first two bytes of every message.
+pub mod id {
+    pub const BETS: u16 = 0x0001;
+    pub const BETS_ACK: u16 = 0x0002;
+    pub const FINISH: u16 = 0x0003;
+    pub const FINISH_ACK: u16 = 0x0004;
+    pub const GET_WINNERS: u16 = 0x0005;
+    pub const NO_WINNERS: u16 = 0x0006;
+    pub const WINNERS: u16 = 0x0007;
+    pub const WINNERS_PART: u16 = 0x0008;
+    pub const ERROR: u16 = 0x00FF;
+}
+
+/// A message from an agency to the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// A batch of bets, stored all or nothing.
+    Bets { agency: u32, bets: Vec<Bet> },
+    /// The agency has sent all its bets.
+    Finish { agency: u32 },
+    /// The agency asks for its winners.
+    GetWinners { agency: u32 },
+}
+
+/// A message from the server to an agency.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The batch of `count` bets is on disk.
+    BetsAck { count: u16 },
+    /// The agency's FINISH is recorded.
+    FinishAck { agency: u32 },
+    /// The draw has not happened yet: ask again later.
+    NoWinners,
+    /// The last (or only) part of the agency's winners: documents joined by `,`.
+    Winners { documents: String },
+    /// A part of a long winners list; more parts follow, then a `Winners`.
+    WinnersPart { documents: String },
+    /// The request was refused; `detail` is for a person.
+    Error { code: ErrorCode, detail: String },
+}
+
+/// The error codes of an ERROR reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    Malformed = 1,
+    TooLarge = 2,
+    UnknownMessage = 3,
+    InvalidBet = 4,
+    UnknownAgency = 5,
+    AgencyFinished = 6,
+    Storage = 7,
+    Busy = 8,
+    ShuttingDown = 9,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 9] = [
+        ErrorCode::Malformed,
+        ErrorCode::TooLarge,
+        ErrorCode::UnknownMessage,
+        ErrorCode::InvalidBet,
+        ErrorCode::UnknownAgency,
+        ErrorCode::AgencyFinished,
+        ErrorCode::Storage,
+        ErrorCode::Busy,
+        ErrorCode::ShuttingDown,
+    ];
+
+    /// The code as sent on the wire.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// The code for a wire value, if it is one of ours.
+    pub fn from_u16(value: u16) -> Option<ErrorCode> {
+        Self::ALL.into_iter().find(|code| code.as_u16() == value)
+    }
+
+    /// The protocol's name for the code, as logs show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "MALFORMED",
+            ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::UnknownMessage => "UNKNOWN_MESSAGE",
+            ErrorCode::InvalidBet => "INVALID_BET",
+            ErrorCode::UnknownAgency => "UNKNOWN_AGENCY",
+            ErrorCode::AgencyFinished => "AGENCY_FINISHED",
+            ErrorCode::Storage => "STORAGE",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+        }
+    }
+
+    /// Whether the server closes the connection after sending this error: the
+    /// stream can no longer be trusted to be in step, or the server will not serve it.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Malformed
+                | ErrorCode::TooLarge
+                | ErrorCode::UnknownMessage
+                | ErrorCode::Busy
+                | ErrorCode::ShuttingDown
+        )
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.as_u16())
+    }
+}
+
+/// Why bytes could not be decoded into a message, or a message not encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The message would be `len` bytes, over its limit of `limit`.
+    TooLarge { len: usize, limit: usize },
+    /// The first two bytes are not a message id this side understands.
+    UnknownMessage { id: u16 },
+    /// The lengths do not add up, a string is not UTF-8, a count is 0...
+    Malformed(String),
+}
+
+impl ProtocolError {
+    /// The ERROR code that answers this error on the wire.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProtocolError::TooLarge { .. } => ErrorCode::TooLarge,
+            ProtocolError::UnknownMessage { .. } => ErrorCode::UnknownMessage,
+            ProtocolError::Malformed(_) => ErrorCode::Malformed,
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::TooLarge { len, limit } => write!(
+                f,
+                "message of {len} bytes is over the limit of {limit} bytes"
+            ),
+            ProtocolError::UnknownMessage { id } => write!(f, "unknown message id 0x{id:04X}"),
+            ProtocolError::Malformed(reason) => write!(f, "malformed message: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+fn malformed(reason: impl Into<String>) -> ProtocolError {
+    ProtocolError::Malformed(reason.into())
+}
+
+/// A cursor over the bytes of one whole message. Running past the end is
+/// `Malformed`, because the caller has already checked that the message is complete.
+struct Fields<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Fields { bytes, pos: 0 }
+    }
+
+    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], ProtocolError> {
+        let end = self.pos.checked_add(len).filter(|&end| end <= self.bytes.len());
+        let end = end.ok_or_else(|| {
+            malformed(format!(
+                "{what} needs {len} bytes but only {} remain",
+                self.bytes.len() - self.pos
+            ))
+        })?;
+        let slice = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16, ProtocolError> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, ProtocolError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn str16(&mut self, what: &str) -> Result<&'a str, ProtocolError> {
+        let len = usize::from(self.u16(what)?);
+        let bytes = self.take(len, what)?;
+        std::str::from_utf8(bytes).map_err(|_| malformed(format!("{what} is not valid UTF-8")))
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+}
+
+fn peek_u16(buf: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*buf.get(at)?, *buf.get(at + 1)?]))
+}
+
+/// Length of the request at the start of `buf`, as soon as its header tells it:
+/// `Ok(None)` while the header is incomplete; an error as soon as the id or the
+/// declared size is wrong, so an oversized message is refused before its body is read.
+pub fn request_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+    let Some(message_id) = peek_u16(buf, 0) else {
+        return Ok(None);
+    };
+    match message_id {
+        id::BETS => {
+            let (Some(count), Some(body_len)) = (peek_u16(buf, 6), peek_u16(buf, 8)) else {
+                return Ok(None);
+            };
+            let len = BETS_HEADER_LEN + usize::from(body_len);
+            if len > MAX_MESSAGE_LEN {
+                return Err(ProtocolError::TooLarge {
+                    len,
+                    limit: MAX_MESSAGE_LEN,
+                });
+            }
+            if count == 0 {
+                return Err(malformed("BETS with count 0"));
+            }
+            Ok(Some(len))
+        }
+        id::FINISH | id::GET_WINNERS => Ok(Some(AGENCY_MESSAGE_LEN)),
+        other => Err(ProtocolError::UnknownMessage { id: other }),
+    }
+}
+
+/// Decodes the request at the start of `buf`: `Ok(None)` if more bytes are
+/// needed, else the request and how many bytes it used.
+pub fn decode_request(buf: &[u8]) -> Result<Option<(Request, usize)>, ProtocolError> {
+    let Some(len) = request_len(buf)? else {
+        return Ok(None);
+    };
+    if buf.len() < len {
+        return Ok(None);
+    }
+    let mut fields = Fields::new(&buf[..len]);
+    let message_id = fields.u16("message id")?;
+    let agency = fields.u32("agency")?;
+    let request = match message_id {
+        id::BETS => {
+            let count = fields.u16("count")?;
+            let _body_len = fields.u16("body_len")?;
+            Request::Bets {
+                agency,
+                bets: decode_bets(&mut fields, count)?,
+            }
+        }
+        id::FINISH => Request::Finish { agency },
+        _ => Request::GetWinners { agency },
+    };
+    Ok(Some((request, len)))
+}
+
+fn decode_bets(body: &mut Fields<'_>, count: u16) -> Result<Vec<Bet>, ProtocolError> {
+    let count = usize::from(count);
+    if count * MIN_ENCODED_BET_LEN > body.remaining() {
+        return Err(malformed(format!(
+            "count {count} bets cannot fit in a body of {} bytes",
+            body.remaining()
+        )));
+    }
+    let mut bets = Vec::with_capacity(count);
+    for _ in 0..count {
+        bets.push(Bet {
+            first_name: body.str16("first_name")?.to_string(),
+            last_name: body.str16("last_name")?.to_string(),
+            document: body.str16("document")?.to_string(),
+            birthdate: body.str16("birthdate")?.to_string(),
+            number: body.u16("number")?,
+        });
+    }
+    if body.remaining() != 0 {
+        return Err(malformed(format!(
+            "{} trailing bytes after {count} bets",
+            body.remaining()
+        )));
+    }
+    Ok(bets)
+}
+
+fn put_str16(out: &mut Vec<u8>, text: &str, what: &str) -> Result<(), ProtocolError> {
+    let len = u16::try_from(text.len())
+        .map_err(|_| malformed(format!("{what} of {} bytes does not fit a str16", text.len())))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    Ok(())
+}
+
+/// Appends one bet's wire form to a BETS body.
+pub fn encode_bet(bet: &Bet, body: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    put_str16(body, &bet.first_name, "first_name")?;
+    put_str16(body, &bet.last_name, "last_name")?;
+    put_str16(body, &bet.document, "document")?;
+    put_str16(body, &bet.birthdate, "birthdate")?;
+    body.extend_from_slice(&bet.number.to_be_bytes());
+    Ok(())
+}
+
+/// Wraps an already encoded body of `count` bets into a whole BETS message.
+pub fn encode_bets_message(agency: u32, count: u16, body: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    let len = BETS_HEADER_LEN + body.len();
+    if len > MAX_MESSAGE_LEN {
+        return Err(ProtocolError::TooLarge {
+            len,
+            limit: MAX_MESSAGE_LEN,
+        });
+    }
+    let body_len = u16::try_from(body.len()).map_err(|_| malformed("body too long"))?;
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&id::BETS.to_be_bytes());
+    out.extend_from_slice(&agency.to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&body_len.to_be_bytes());
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+impl Request {
+    /// The agency the request speaks for.
+    pub fn agency(&self) -> u32 {
+        match self {
+            Request::Bets { agency, .. }
+            | Request::Finish { agency }
+            | Request::GetWinners { agency } => *agency,
+        }
+    }
+
+    /// The request's bytes; an error if it breaks a size limit.
+    pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
+        match self {
+            Request::Bets { agency, bets } => {
+                let count = u16::try_from(bets.len())
+                    .map_err(|_| malformed(format!("{} bets do not fit a u16 count", bets.len())))?;
+                let mut body = Vec::new();
+                for bet in bets {
+                    encode_bet(bet, &mut body)?;
+                }
+                encode_bets_message(*agency, count, &body)
+            }
+            Request::Finish { agency } => Ok(agency_message(id::FINISH, *agency)),
+            Request::GetWinners { agency } => Ok(agency_message(id::GET_WINNERS, *agency)),
+        }
+    }
+}
+
+fn agency_message(message_id: u16, agency: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(AGENCY_MESSAGE_LEN);
+    out.extend_from_slice(&message_id.to_be_bytes());
+    out.extend_from_slice(&agency.to_be_bytes());
+    out
+}
+
+/// Cuts `text` to at most `max` bytes without splitting a character.
+pub fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+impl Reply {
+    /// An ERROR reply, its detail cut to `MAX_ERROR_DETAIL_LEN` bytes.
+    pub fn error(code: ErrorCode, detail: &str) -> Reply {
+        Reply::Error {
+            code,
+            detail: truncate_utf8(detail, MAX_ERROR_DETAIL_LEN).to_string(),
+        }
+    }
+
+    /// The reply's bytes; an error if a payload or detail is over its limit.
+    pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
+        let mut out = Vec::with_capacity(8);
+        let (message_id, rest): (u16, &[u8]) = match self {
+            Reply::BetsAck { count } => (id::BETS_ACK, &count.to_be_bytes()),
+            Reply::FinishAck { agency } => (id::FINISH_ACK, &agency.to_be_bytes()),
+            Reply::NoWinners => (id::NO_WINNERS, &[]),
+            Reply::Winners { documents } => (id::WINNERS, documents.as_bytes()),
+            Reply::WinnersPart { documents } => (id::WINNERS_PART, documents.as_bytes()),
+            Reply::Error { code, detail } => {
+                if detail.len() > MAX_ERROR_DETAIL_LEN {
+                    return Err(ProtocolError::TooLarge {
+                        len: detail.len(),
+                        limit: MAX_ERROR_DETAIL_LEN,
+                    });
+                }
+                out.extend_from_slice(&id::ERROR.to_be_bytes());
+                out.extend_from_slice(&code.as_u16().to_be_bytes());
+                put_str16(&mut out, detail, "detail")?;
+                return Ok(out);
+            }
+        };
+        out.extend_from_slice(&message_id.to_be_bytes());
+        if matches!(self, Reply::Winners { .. } | Reply::WinnersPart { .. }) {
+            let len = u16::try_from(rest.len()).map_err(|_| ProtocolError::TooLarge {
+                len: rest.len(),
+                limit: MAX_WINNERS_PAYLOAD_LEN,
+            })?;
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+        out.extend_from_slice(rest);
+        Ok(out)
+    }
+}
+
+/// Decodes the reply at the start of `buf`: `Ok(None)` if more bytes are needed,
+/// else the reply and how many bytes it used.
+pub fn decode_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtocolError> {
+    let Some(message_id) = peek_u16(buf, 0) else {
+        return Ok(None);
+    };
+    let len = match message_id {
+        id::BETS_ACK => 4,
+        id::FINISH_ACK => 6,
+        id::NO_WINNERS => 2,
+        id::WINNERS | id::WINNERS_PART => match peek_u16(buf, 2) {
+            Some(payload_len) => 4 + usize::from(payload_len),
+            None => return Ok(None),
+        },
+        id::ERROR => match peek_u16(buf, 4) {
+            Some(detail_len) if usize::from(detail_len) > MAX_ERROR_DETAIL_LEN => {
+                return Err(ProtocolError::TooLarge {
+                    len: usize::from(detail_len),
+                    limit: MAX_ERROR_DETAIL_LEN,
+                });
+            }
+            Some(detail_len) => 6 + usize::from(detail_len),
+            None => return Ok(None),
+        },
+        other => return Err(ProtocolError::UnknownMessage { id: other }),
+    };
+    if buf.len() < len {
+        return Ok(None);
+    }
+    let mut fields = Fields::new(&buf[..len]);
+    fields.u16("message id")?;
+    let reply = match message_id {
+        id::BETS_ACK => Reply::BetsAck {
+            count: fields.u16("count")?,
+        },
+        id::FINISH_ACK => Reply::FinishAck {
+            agency: fields.u32("agency")?,
+        },
+        id::NO_WINNERS => Reply::NoWinners,
+        id::WINNERS => Reply::Winners {
+            documents: fields.str16("winners payload")?.to_string(),
+        },
+        id::WINNERS_PART => Reply::WinnersPart {
+            documents: fields.str16("winners payload")?.to_string(),
+        },
+        _ => {
+            let raw = fields.u16("error code")?;
+            let code = ErrorCode::from_u16(raw)
+                .ok_or_else(|| malformed(format!("unknown error code {raw}")))?;
+            Reply::Error {
+                code,
+                detail: fields.str16("detail")?.to_string(),
+            }
+        }
+    };
+    Ok(Some((reply, len)))
+}
+
+/// The replies that carry an agency's winners: one WINNERS when the joined list
+/// fits in `MAX_WINNERS_PAYLOAD_LEN` bytes, else WINNERS_PART messages of whole
+/// documents and a final, non-empty WINNERS.
+pub fn winners_replies(documents: &[String]) -> Vec<Reply> {
+    let mut parts: Vec<String> = vec![String::new()];
+    for document in documents {
+        let current = parts.last_mut().expect("parts always holds the part being filled");
+        let needed = document.len() + usize::from(!current.is_empty());
+        if !current.is_empty() && current.len() + needed > MAX_WINNERS_PAYLOAD_LEN {
+            parts.push(document.clone());
+            continue;
+        }
+        if !current.is_empty() {
+            current.push(',');
+        }
+        current.push_str(document);
+    }
+    let last = parts.len() - 1;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(index, documents)| {
+            if index == last {
+                Reply::Winners { documents }
+            } else {
+                Reply::WinnersPart { documents }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bet(first: &str, number: u16) -> Bet {
+        Bet {
+            first_name: first.into(),
+            last_name: "Pérez".into(),
+            document: "12345678".into(),
+            birthdate: "1990-05-17".into(),
+            number,
+        }
+    }
+
+    fn every_request() -> Vec<Request> {
+        vec![
+            Request::Bets {
+                agency: 3,
+                bets: vec![bet("Ana", 7574), bet("José Ñ", 0)],
+            },
+            Request::Finish { agency: 1 },
+            Request::GetWinners { agency: 0xDEAD_BEEF },
+        ]
+    }
+
+    fn every_reply() -> Vec<Reply> {
+        vec![
+            Reply::BetsAck { count: 150 },
+            Reply::FinishAck { agency: 5 },
+            Reply::NoWinners,
+            Reply::Winners {
+                documents: "30904465,21689196".into(),
+            },
+            Reply::Winners {
+                documents: String::new(),
+            },
+            Reply::WinnersPart {
+                documents: "1,2".into(),
+            },
+            Reply::error(ErrorCode::InvalidBet, "bet at index 0: number 10000"),
+        ]
+    }
+
+    #[test]
+    fn requests_have_the_exact_documented_bytes() {
+        assert_eq!(
+            Request::Finish { agency: 2 }.encode().unwrap(),
+            [0, 3, 0, 0, 0, 2]
+        );
+        assert_eq!(
+            Request::GetWinners { agency: 258 }.encode().unwrap(),
+            [0, 5, 0, 0, 1, 2]
+        );
+        let one = Bet {
+            first_name: "A".into(),
+            last_name: "B".into(),
+            document: "1".into(),
+            birthdate: "2000-01-01".into(),
+            number: 0x1D96,
+        };
+        let bytes = Request::Bets {
+            agency: 1,
+            bets: vec![one],
+        }
+        .encode()
+        .unwrap();
+        let mut expected = vec![0, 1, 0, 0, 0, 1, 0, 1, 0, 23];
+        expected.extend_from_slice(&[0, 1, b'A', 0, 1, b'B', 0, 1, b'1', 0, 10]);
+        expected.extend_from_slice(b"2000-01-01");
+        expected.extend_from_slice(&[0x1D, 0x96]);
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn replies_have_the_exact_documented_bytes() {
+        let enc = |r: Reply| r.encode().unwrap();
+        assert_eq!(enc(Reply::BetsAck { count: 258 }), [0, 2, 1, 2]);
+        assert_eq!(enc(Reply::FinishAck { agency: 7 }), [0, 4, 0, 0, 0, 7]);
+        assert_eq!(enc(Reply::NoWinners), [0, 6]);
+        assert_eq!(
+            enc(Reply::Winners {
+                documents: "1,22".into()
+            }),
+            [0, 7, 0, 4, b'1', b',', b'2', b'2']
+        );
+        assert_eq!(
+            enc(Reply::error(ErrorCode::Busy, "no")),
+            [0, 0xFF, 0, 8, 0, 2, b'n', b'o']
+        );
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        for request in every_request() {
+            let bytes = request.encode().unwrap();
+            assert_eq!(
+                decode_request(&bytes).unwrap(),
+                Some((request.clone(), bytes.len()))
+            );
+        }
+    }
+
+    #[test]
+    fn every_reply_round_trips() {
+        for reply in every_reply() {
+            let bytes = reply.encode().unwrap();
+            assert_eq!(
+                decode_reply(&bytes).unwrap(),
+                Some((reply.clone(), bytes.len()))
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncated_prefix_is_incomplete_or_an_error_never_a_panic() {
+        for request in every_request() {
+            let bytes = request.encode().unwrap();
+            for cut in 0..bytes.len() {
+                assert_eq!(decode_request(&bytes[..cut]), Ok(None), "{request:?} cut {cut}");
+            }
+        }
+        for reply in every_reply() {
+            let bytes = reply.encode().unwrap();
+            for cut in 0..bytes.len() {
+                assert_eq!(decode_reply(&bytes[..cut]), Ok(None), "{reply:?} cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_cut_short_inside_its_declared_length_is_malformed() {
+        // Keep the header's body_len but lie about a string length inside.
+        let mut bytes = Request::Bets {
+            agency: 1,
+            bets: vec![bet("Ana", 1)],
+        }
+        .encode()
+        .unwrap();
+        bytes[11] = 200; // first_name length far past the body
+        assert!(matches!(
+            decode_request(&bytes),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn size_is_checked_from_the_header_before_the_body_arrives() {
+        let header = [0, 1, 0, 0, 0, 1, 0, 1, 0x1F, 0xF7]; // body_len 8183
+        assert_eq!(
+            decode_request(&header),
+            Err(ProtocolError::TooLarge {
+                len: 8193,
+                limit: 8192
+            })
+        );
+        let at_limit = [0, 1, 0, 0, 0, 1, 0, 1, 0x1F, 0xF6]; // body_len 8182
+        assert_eq!(decode_request(&at_limit), Ok(None));
+    }
+
+    #[test]
+    fn count_zero_trailing_bytes_bad_utf8_and_unknown_ids_are_refused() {
+        let count_zero = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0];
+        assert!(matches!(
+            decode_request(&count_zero),
+            Err(ProtocolError::Malformed(_))
+        ));
+
+        let mut trailing = Request::Bets {
+            agency: 1,
+            bets: vec![bet("Ana", 1)],
+        }
+        .encode()
+        .unwrap();
+        trailing.push(0);
+        trailing[9] += 1;
+        assert!(matches!(
+            decode_request(&trailing),
+            Err(ProtocolError::Malformed(_))
+        ));
+
+        let mut bad_utf8 = Request::Bets {
+            agency: 1,
+            bets: vec![bet("Ana", 1)],
+        }
+        .encode()
+        .unwrap();
+        bad_utf8[12] = 0xFF;
+        assert!(matches!(
+            decode_request(&bad_utf8),
+            Err(ProtocolError::Malformed(_))
+        ));
+
+        assert_eq!(
+            decode_request(&[0, 9]),
+            Err(ProtocolError::UnknownMessage { id: 9 })
+        );
+        assert_eq!(
+            decode_request(&[0, 2, 0, 0]),
+            Err(ProtocolError::UnknownMessage { id: 2 })
+        );
+    }
+
+    #[test]
+    fn a_huge_count_in_a_small_body_is_refused_without_allocating_it() {
+        let bytes = [0, 1, 0, 0, 0, 1, 0xFF, 0xFF, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(matches!(
+            decode_request(&bytes),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn error_details_are_cut_on_a_character_boundary() {
+        let long = "ñ".repeat(600); // 1200 bytes
+        let Reply::Error { detail, .. } = Reply::error(ErrorCode::Storage, &long) else {
+            panic!("Reply::error builds an Error");
+        };
+        assert_eq!(detail.len(), 1024);
+        assert!(detail.chars().all(|c| c == 'ñ'));
+        assert_eq!(truncate_utf8("aé", 2), "a");
+    }
+
+    #[test]
+    fn short_winner_lists_are_one_message_and_long_ones_split_on_whole_documents() {
+        assert_eq!(
+            winners_replies(&[]),
+            vec![Reply::Winners {
+                documents: String::new()
+            }]
+        );
+        let few: Vec<String> = vec!["1".into(), "22".into()];
+        assert_eq!(
+            winners_replies(&few),
+            vec![Reply::Winners {
+                documents: "1,22".into()
+            }]
+        );
+
+        // 10-digit documents: 5957 of them and their commas are 65,526 bytes, one
+        // message; one more is 65,537 bytes, two.
+        let docs: Vec<String> = (0..5957u64).map(|i| format!("{:010}", i)).collect();
+        assert_eq!(winners_replies(&docs).len(), 1);
+        let docs: Vec<String> = (0..5958u64).map(|i| format!("{:010}", i)).collect();
+        assert_eq!(winners_replies(&docs).len(), 2);
+
+        let docs: Vec<String> = (0..20_000u64).map(|i| format!("{:010}", i)).collect();
+        let replies = winners_replies(&docs);
+        assert!(replies.len() > 1);
+        let mut joined = Vec::new();
+        for (index, reply) in replies.iter().enumerate() {
+            let (Reply::WinnersPart { documents } | Reply::Winners { documents }) = reply else {
+                panic!("only winners replies are built");
+            };
+            assert_eq!(matches!(reply, Reply::Winners { .. }), index == replies.len() - 1);
+            assert!(!documents.is_empty() && documents.len() <= MAX_WINNERS_PAYLOAD_LEN);
+            assert!(!documents.starts_with(',') && !documents.ends_with(','));
+            assert!(reply.encode().is_ok());
+            joined.push(documents.clone());
+        }
+        assert_eq!(joined.join(","), docs.join(","));
+    }
+
+    #[test]
+    fn seeded_random_and_mutated_streams_never_panic() {
+        // A small xorshift generator keeps this test repeatable without a dependency.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds: Vec<Vec<u8>> = every_request()
+            .iter()
+            .map(|r| r.encode().unwrap())
+            .collect();
+        for round in 0..20_000 {
+            let mut bytes = if round % 2 == 0 {
+                seeds[(next() % seeds.len() as u64) as usize].clone()
+            } else {
+                (0..(next() % 64)).map(|_| next() as u8).collect()
+            };
+            for _ in 0..(next() % 4) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = (next() % bytes.len() as u64) as usize;
+                bytes[at] = next() as u8;
+            }
+            match decode_request(&bytes) {
+                Ok(Some((request, used))) => {
+                    assert!(used <= bytes.len() && used <= MAX_MESSAGE_LEN);
+                    // Whatever decodes must encode back to the bytes it came from.
+                    assert_eq!(request.encode().unwrap(), bytes[..used]);
+                }
+                Ok(None) | Err(_) => {}
+            }
+            let _ = decode_reply(&bytes);
+        }
+    }
+}

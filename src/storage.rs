@@ -1,0 +1,535 @@
+//! The bets file: durable appends, streaming reads, and the winning rule.
+//!
+//! This module owns the file on disk. `BetStore::append` writes a whole batch as
+//! CSV rows (`agency,first_name,last_name,document,birthdate,number`, minimal
+//! quoting, `\r\n`, as the reference `store_bets` writes them) and `BetStore::sync`
+//! makes it durable; `store_bets` does both. Batches written at the same time share
+//! one `fsync` (group commit): the first waiter syncs for everyone written so far,
+//! the others wait on a `Condvar` for its result. A batch that fails to be written,
+//! or whose `fsync` fails, is cut back off the file, so the file only ever ends in
+//! whole rows of batches that were (or are about to be) acknowledged.
+//!
+//! `load_bets` streams the rows back one at a time; it never holds the file in
+//! memory. `has_won` is the draw's rule. This module knows nothing of sockets.
+
+use crate::bet::Bet;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+/// The number that wins the draw.
+pub const WINNING_NUMBER: u16 = 7574;
+/// Columns of a stored row.
+pub const STORED_COLUMNS: usize = 6;
+
+/// Whether `bet` wins the draw.
+pub fn has_won(bet: &Bet) -> bool {
+    bet.number == WINNING_NUMBER
+}
+
+/// One row of the bets file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBet {
+    pub agency: u32,
+    pub bet: Bet,
+}
+
+/// What went wrong with the bets file. `Display` names the file and what to do.
+#[derive(Debug)]
+pub enum StorageError {
+    /// An I/O operation on the file failed.
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The file already holds bets from an earlier run.
+    NotEmpty { path: PathBuf, len: u64 },
+    /// A stored row cannot be read back.
+    BadRow {
+        path: PathBuf,
+        row: u64,
+        reason: String,
+    },
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::Io {
+                action,
+                path,
+                source,
+            } => write!(f, "could not {action} the bets file {}: {source}", path.display()),
+            StorageError::NotEmpty { path, len } => write!(
+                f,
+                "the bets file {} already holds {len} bytes of bets from an earlier run; \
+                 move it away or point SERVER_BETS_FILE at a new file (stored bets are never \
+                 overwritten)",
+                path.display()
+            ),
+            StorageError::BadRow { path, row, reason } => write!(
+                f,
+                "row {row} of the bets file {} cannot be read: {reason}",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StorageError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A batch that `append` wrote and `sync` has yet to make durable.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a batch is not durable until it is synced"]
+pub struct Appended {
+    /// Position, in bytes ever appended, just past this batch.
+    end: u64,
+}
+
+/// The bets file, shared by every connection thread.
+pub struct BetStore {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    commit: Mutex<CommitState>,
+    committed: Condvar,
+    /// A second handle on the same file, so an `fsync` runs without the writer lock.
+    sync_handle: File,
+}
+
+struct Writer {
+    file: File,
+    /// Bytes of the file, all whole rows.
+    len: u64,
+    /// Bytes ever appended, including those later cut off: names every batch uniquely.
+    appended: u64,
+    /// A failed write may have left bytes past `len` that a cut could not remove.
+    needs_cut: bool,
+}
+
+struct CommitState {
+    /// Every batch whose `end` is at most this is resolved: durable or failed.
+    resolved: u64,
+    /// File length as of the last successful sync.
+    durable_len: u64,
+    /// A thread is running `fsync` now.
+    syncing: bool,
+    /// Ranges `(after, through]` of appended positions whose batches were cut off.
+    failed: Vec<(u64, u64)>,
+    /// Why the last failed range failed, for the batches in it.
+    last_failure: String,
+}
+
+/// Locks a mutex even if a thread panicked while holding it: every critical section
+/// here leaves the state consistent at each step, so the data is still valid.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl BetStore {
+    /// Opens `path` for a new draw, creating it if needed. Refuses a file that
+    /// already holds bets: old bets are never appended to nor overwritten.
+    pub fn create(path: &Path) -> Result<BetStore, StorageError> {
+        let io_error = |action, source| StorageError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io_error("open", e))?;
+        let len = file.metadata().map_err(|e| io_error("inspect", e))?.len();
+        if len > 0 {
+            return Err(StorageError::NotEmpty {
+                path: path.to_path_buf(),
+                len,
+            });
+        }
+        // The file's own entry must survive a crash too: sync the directory once.
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| io_error("sync the directory of", e))?;
+        let sync_handle = file.try_clone().map_err(|e| io_error("open", e))?;
+        Ok(BetStore {
+            path: path.to_path_buf(),
+            writer: Mutex::new(Writer {
+                file,
+                len: 0,
+                appended: 0,
+                needs_cut: false,
+            }),
+            commit: Mutex::new(CommitState {
+                resolved: 0,
+                durable_len: 0,
+                syncing: false,
+                failed: Vec::new(),
+                last_failure: String::new(),
+            }),
+            committed: Condvar::new(),
+            sync_handle,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io_error(&self, action: &'static str, source: io::Error) -> StorageError {
+        StorageError::Io {
+            action,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Stores a batch: appends its rows and waits until they are on disk. On error
+    /// nothing of the batch is left in the file.
+    pub fn store_bets(&self, agency: u32, bets: &[Bet]) -> Result<(), StorageError> {
+        let appended = self.append(agency, bets)?;
+        self.sync(appended)
+    }
+
+    /// Appends a batch's rows in one write, without waiting for the disk. On a
+    /// failed write the file is cut back to its length before the batch.
+    pub fn append(&self, agency: u32, bets: &[Bet]) -> Result<Appended, StorageError> {
+        let mut rows = Vec::with_capacity(bets.len() * 64);
+        for bet in bets {
+            write_row(&mut rows, agency, bet);
+        }
+        let rows_len = rows.len() as u64;
+        let mut writer = lock(&self.writer);
+        if writer.needs_cut {
+            let len = writer.len;
+            writer
+                .file
+                .set_len(len)
+                .map_err(|e| self.io_error("cut back", e))?;
+            writer.needs_cut = false;
+        }
+        let at = writer.len;
+        if let Err(e) = writer.file.write_all_at(&rows, at) {
+            // Cut off whatever part of the batch reached the file; if even that fails,
+            // the next append retries the cut before writing.
+            writer.needs_cut = writer.file.set_len(at).is_err();
+            return Err(self.io_error("write to", e));
+        }
+        writer.len += rows_len;
+        writer.appended += rows_len;
+        Ok(Appended {
+            end: writer.appended,
+        })
+    }
+
+    /// Waits until an appended batch is on disk. Batches appended meanwhile by
+    /// other threads share the same `fsync`. If the `fsync` fails, every batch not
+    /// yet durable is cut off the file and gets the error.
+    pub fn sync(&self, appended: Appended) -> Result<(), StorageError> {
+        let mut state = lock(&self.commit);
+        loop {
+            if appended.end <= state.resolved {
+                return match state
+                    .failed
+                    .iter()
+                    .any(|&(after, through)| after < appended.end && appended.end <= through)
+                {
+                    false => Ok(()),
+                    true => Err(self.io_error(
+                        "flush to disk",
+                        io::Error::other(state.last_failure.clone()),
+                    )),
+                };
+            }
+            if state.syncing {
+                state = self
+                    .committed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            state.syncing = true;
+            drop(state);
+            let (target, target_len) = {
+                let writer = lock(&self.writer);
+                (writer.appended, writer.len)
+            };
+            let result = self.sync_handle.sync_data();
+            state = lock(&self.commit);
+            match result {
+                Ok(()) => {
+                    state.resolved = state.resolved.max(target);
+                    state.durable_len = target_len;
+                }
+                Err(e) => self.cut_back_to_durable(&mut state, e),
+            }
+            state.syncing = false;
+            self.committed.notify_all();
+        }
+    }
+
+    /// After a failed `fsync`: nothing past the last durable length can be trusted
+    /// to reach the disk, and none of it was acknowledged, so cut it all off.
+    fn cut_back_to_durable(&self, state: &mut CommitState, error: io::Error) {
+        let mut writer = lock(&self.writer);
+        let keep = state.durable_len;
+        writer.needs_cut = writer.file.set_len(keep).is_err();
+        writer.len = keep;
+        state.failed.push((state.resolved, writer.appended));
+        state.resolved = writer.appended;
+        state.last_failure = error.to_string();
+    }
+
+    /// Flushes everything to disk one last time; called when the server stops.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let writer = lock(&self.writer);
+        writer
+            .file
+            .sync_all()
+            .map_err(|e| self.io_error("flush to disk", e))
+    }
+}
+
+/// Appends one stored row. Names may hold commas or quotes (they cannot hold
+/// newlines: validation refuses control characters), so quote minimally.
+fn write_row(out: &mut Vec<u8>, agency: u32, bet: &Bet) {
+    out.extend_from_slice(agency.to_string().as_bytes());
+    for field in [
+        &bet.first_name,
+        &bet.last_name,
+        &bet.document,
+        &bet.birthdate,
+    ] {
+        out.push(b',');
+        write_field(out, field);
+    }
+    out.push(b',');
+    out.extend_from_slice(bet.number.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_field(out: &mut Vec<u8>, field: &str) {
+    let needs_quotes = field
+        .bytes()
+        .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
+    if !needs_quotes {
+        out.extend_from_slice(field.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for b in field.bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// Streams the bets of a bets file, in the order they were stored. Each item is a
+/// row or the reason it cannot be read; memory stays flat whatever the file size.
+pub fn load_bets(path: &Path) -> Result<BetRows, StorageError> {
+    let file = File::open(path).map_err(|source| StorageError::Io {
+        action: "open",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(256 * 1024)
+        .from_reader(BufReader::with_capacity(256 * 1024, file));
+    Ok(BetRows {
+        path: path.to_path_buf(),
+        reader,
+        record: csv::ByteRecord::new(),
+        rows_read: 0,
+    })
+}
+
+/// The iterator `load_bets` returns.
+pub struct BetRows {
+    path: PathBuf,
+    reader: csv::Reader<BufReader<File>>,
+    record: csv::ByteRecord,
+    /// Rows read so far, to name a bad one (stored rows never span lines).
+    rows_read: u64,
+}
+
+impl Iterator for BetRows {
+    type Item = Result<StoredBet, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.rows_read += 1;
+        match self.reader.read_byte_record(&mut self.record) {
+            Ok(false) => None,
+            Ok(true) => Some(self.parse_record()),
+            Err(e) => Some(Err(StorageError::BadRow {
+                path: self.path.clone(),
+                row: self.rows_read,
+                reason: e.to_string(),
+            })),
+        }
+    }
+}
+
+impl BetRows {
+    fn parse_record(&self) -> Result<StoredBet, StorageError> {
+        let bad = |reason: String| StorageError::BadRow {
+            path: self.path.clone(),
+            row: self.rows_read,
+            reason,
+        };
+        if self.record.len() != STORED_COLUMNS {
+            return Err(bad(format!(
+                "{} columns, expected {STORED_COLUMNS}",
+                self.record.len()
+            )));
+        }
+        let text = |index: usize| {
+            std::str::from_utf8(&self.record[index])
+                .map_err(|_| bad(format!("column {} is not UTF-8", index + 1)))
+        };
+        let agency = text(0)?
+            .parse::<u32>()
+            .map_err(|_| bad("the agency is not a number".into()))?;
+        let number = text(5)?
+            .parse::<u16>()
+            .map_err(|_| bad("the bet number is not a number".into()))?;
+        Ok(StoredBet {
+            agency,
+            bet: Bet {
+                first_name: text(1)?.to_string(),
+                last_name: text(2)?.to_string(),
+                document: text(3)?.to_string(),
+                birthdate: text(4)?.to_string(),
+                number,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn bet(first: &str, document: &str, number: u16) -> Bet {
+        Bet {
+            first_name: first.into(),
+            last_name: "Gómez".into(),
+            document: document.into(),
+            birthdate: "1985-12-01".into(),
+            number,
+        }
+    }
+
+    #[test]
+    fn rows_are_written_as_the_reference_writes_them() {
+        let mut out = Vec::new();
+        write_row(&mut out, 3, &bet("Ana", "123", 42));
+        write_row(&mut out, 1, &bet("O\"Brien, Jr", "9", 7574));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "3,Ana,Gómez,123,1985-12-01,42\r\n1,\"O\"\"Brien, Jr\",Gómez,9,1985-12-01,7574\r\n"
+        );
+    }
+
+    #[test]
+    fn stored_bets_load_back_in_order_and_winners_are_7574() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let store = BetStore::create(&path).unwrap();
+        let batch = vec![bet("Ana", "1", 7574), bet("Luis, \"el\"", "2", 1)];
+        store.store_bets(2, &batch).unwrap();
+        store.store_bets(5, &[bet("Eva", "3", 7574)]).unwrap();
+        store.close().unwrap();
+
+        let rows: Vec<StoredBet> = load_bets(&path).unwrap().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].agency, 2);
+        assert_eq!(rows[1].bet, batch[1]);
+        let winners: Vec<(u32, &str)> = rows
+            .iter()
+            .filter(|r| has_won(&r.bet))
+            .map(|r| (r.agency, r.bet.document.as_str()))
+            .collect();
+        assert_eq!(winners, vec![(2, "1"), (5, "3")]);
+    }
+
+    #[test]
+    fn a_file_holding_bets_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        std::fs::write(&path, "1,A,B,1,2000-01-01,1\r\n").unwrap();
+        let error = BetStore::create(&path).err().unwrap();
+        assert!(matches!(error, StorageError::NotEmpty { len: 22, .. }));
+        assert!(error.to_string().contains("SERVER_BETS_FILE"));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "1,A,B,1,2000-01-01,1\r\n"
+        );
+    }
+
+    #[test]
+    fn concurrent_batches_are_whole_rows_and_all_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let store = Arc::new(BetStore::create(&path).unwrap());
+        let threads: Vec<_> = (1..=8u32)
+            .map(|agency| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for round in 0..20u16 {
+                        let batch: Vec<Bet> = (0..30u16)
+                            .map(|i| bet("Ana María", &format!("{agency}{round:02}{i:02}"), i))
+                            .collect();
+                        store.store_bets(agency, &batch).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let rows: Vec<StoredBet> = load_bets(&path).unwrap().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 8 * 20 * 30);
+        // Each batch's 30 rows are contiguous: batches never interleave.
+        for chunk in rows.chunks(30) {
+            assert!(chunk.iter().all(|r| r.agency == chunk[0].agency));
+            assert!(chunk.iter().enumerate().all(|(i, r)| usize::from(r.bet.number) == i));
+        }
+    }
+
+    #[test]
+    fn a_bad_stored_row_is_reported_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        std::fs::write(
+            &path,
+            "1,A,B,1,2000-01-01,1\r\nx,A,B,1,2000-01-01,1\r\n1,A,B\r\n",
+        )
+        .unwrap();
+        let rows: Vec<_> = load_bets(&path).unwrap().collect();
+        assert!(rows[0].is_ok());
+        assert!(matches!(rows[1], Err(StorageError::BadRow { row: 2, .. })));
+        assert!(matches!(rows[2], Err(StorageError::BadRow { row: 3, .. })));
+    }
+}
