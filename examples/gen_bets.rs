@@ -8,22 +8,79 @@
 //! documents are 7 or 8 digits, birthdates are real dates from 1940 to 2006, and
 //! about one bet in `--winner-every` plays the winning number 7574.
 
+use lottery::bet::is_leap_year;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const FIRST_NAMES: &[&str] = &[
-    "Santiago", "Mateo", "Joaquín", "Tomás", "Benjamín", "Lucía", "Sofía", "María José",
-    "Valentina", "Martina", "Agustín", "Tiago", "Nicolás", "Camila", "Ramón", "Inés",
-    "José Luis", "Ana María", "Julián", "Florencia", "Ángel", "Mía", "Zoe", "Emilia",
-    "Iñaki", "Begoña", "Facundo", "Renée", "Chloé", "Lautaro", "Agustina", "Micaela",
+    "Santiago",
+    "Mateo",
+    "Joaquín",
+    "Tomás",
+    "Benjamín",
+    "Lucía",
+    "Sofía",
+    "María José",
+    "Valentina",
+    "Martina",
+    "Agustín",
+    "Tiago",
+    "Nicolás",
+    "Camila",
+    "Ramón",
+    "Inés",
+    "José Luis",
+    "Ana María",
+    "Julián",
+    "Florencia",
+    "Ángel",
+    "Mía",
+    "Zoe",
+    "Emilia",
+    "Iñaki",
+    "Begoña",
+    "Facundo",
+    "Renée",
+    "Chloé",
+    "Lautaro",
+    "Agustina",
+    "Micaela",
 ];
 const LAST_NAMES: &[&str] = &[
-    "González", "Rodríguez", "Gómez", "Fernández", "López", "Díaz", "Martínez", "Pérez",
-    "García", "Sánchez", "Romero", "Sosa", "Álvarez", "Torres", "Ruiz", "Ramírez",
-    "Muñoz", "Benítez", "Acuña", "Ibáñez", "De la Fuente", "Núñez", "Peña", "O'Connor",
-    "Lorca", "Zambrano", "Rivera", "Quiroga", "Güemes", "Castaño", "Echeverría", "Ortiz",
+    "González",
+    "Rodríguez",
+    "Gómez",
+    "Fernández",
+    "López",
+    "Díaz",
+    "Martínez",
+    "Pérez",
+    "García",
+    "Sánchez",
+    "Romero",
+    "Sosa",
+    "Álvarez",
+    "Torres",
+    "Ruiz",
+    "Ramírez",
+    "Muñoz",
+    "Benítez",
+    "Acuña",
+    "Ibáñez",
+    "De la Fuente",
+    "Núñez",
+    "Peña",
+    "O'Connor",
+    "Lorca",
+    "Zambrano",
+    "Rivera",
+    "Quiroga",
+    "Güemes",
+    "Castaño",
+    "Echeverría",
+    "Ortiz",
 ];
 const WINNING_NUMBER: u32 = 7574;
 
@@ -66,9 +123,7 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || {
             value
                 .parse::<u64>()
@@ -91,10 +146,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn is_leap(year: u64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
 fn generate(args: &Args) -> std::io::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let per_agency = args.bets / u64::from(args.agencies);
@@ -111,7 +162,7 @@ fn generate(args: &Args) -> std::io::Result<()> {
             let year = 1940 + rng.below(67);
             let month = 1 + rng.below(12);
             let days = match month {
-                2 if is_leap(year) => 29,
+                2 if is_leap_year(year as u32) => 29,
                 2 => 28,
                 4 | 6 | 9 | 11 => 30,
                 _ => 31,

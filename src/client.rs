@@ -143,7 +143,11 @@ impl Agency {
         let current = Arc::clone(&self.current);
         move || {
             shutdown.trigger();
-            if let Some(stream) = current.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            if let Some(stream) = current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+            {
                 let _ = stream.shutdown(SocketShutdown::Both);
             }
         }
@@ -252,7 +256,11 @@ impl Agency {
         }
     }
 
-    fn read_reply(&self, conn: &mut Connection, during: &'static str) -> Result<Reply, ClientError> {
+    fn read_reply(
+        &self,
+        conn: &mut Connection,
+        during: &'static str,
+    ) -> Result<Reply, ClientError> {
         match conn.read_reply() {
             Ok(Some(Reply::Error { code, detail })) => Err(ClientError::Refused {
                 during,
@@ -266,7 +274,12 @@ impl Agency {
         }
     }
 
-    fn send(&self, conn: &mut Connection, bytes: &[u8], during: &'static str) -> Result<(), ClientError> {
+    fn send(
+        &self,
+        conn: &mut Connection,
+        bytes: &[u8],
+        during: &'static str,
+    ) -> Result<(), ClientError> {
         conn.queue_bytes(bytes);
         conn.flush()
             .map_err(|e| self.connection_error(during, ConnectionError::Io(e)))
@@ -279,7 +292,10 @@ impl Agency {
         conn: &mut Connection,
     ) -> Result<(u64, u64), ClientError> {
         let today = Date::today_utc();
-        let max_count = self.config.batch_max_amount.unwrap_or(usize::from(u16::MAX));
+        let max_count = self
+            .config
+            .batch_max_amount
+            .unwrap_or(usize::from(u16::MAX));
         let mut record = csv::ByteRecord::new();
         let mut batch = Batch {
             body: Vec::with_capacity(protocol::MAX_BETS_BODY_LEN),
@@ -288,6 +304,9 @@ impl Agency {
         let mut encoded = Vec::with_capacity(1024);
         let mut awaiting_ack: VecDeque<usize> = VecDeque::new();
         let (mut acked, mut invalid) = (0u64, 0u64);
+        // Rows are counted here rather than taken from the csv reader's position,
+        // which lags on CRLF files. A row is one line in any well-formed agency file.
+        let mut line: u64 = 0;
         loop {
             if self.shutdown.is_triggered() {
                 return Err(ClientError::Interrupted);
@@ -301,7 +320,7 @@ impl Agency {
             if !more {
                 break;
             }
-            let line = record.position().map_or(0, |p| p.line());
+            line += 1;
             let bet = match Bet::from_agency_row(&record, today) {
                 Ok(bet) => bet,
                 Err(e) => {
@@ -347,10 +366,12 @@ impl Agency {
             acked += self.await_ack(conn, awaiting_ack)?;
         }
         let count = u16::try_from(batch.count).unwrap_or(u16::MAX);
-        let message = protocol::encode_bets_message(self.config.id, count, &batch.body)
-            .map_err(|e| ClientError::UnexpectedReply {
-                during: "packing a batch",
-                reply: e.to_string(),
+        let message =
+            protocol::encode_bets_message(self.config.id, count, &batch.body).map_err(|e| {
+                ClientError::UnexpectedReply {
+                    during: "packing a batch",
+                    reply: e.to_string(),
+                }
             })?;
         self.send(conn, &message, "sending a batch")?;
         debug!(
@@ -385,12 +406,13 @@ impl Agency {
     fn finish(&self, conn: &mut Connection) -> Result<(), ClientError> {
         const DURING: &str = "sending FINISH";
         let agency = self.config.id;
-        let bytes = Request::Finish { agency }
-            .encode()
-            .map_err(|e| ClientError::UnexpectedReply {
-                during: DURING,
-                reply: e.to_string(),
-            })?;
+        let bytes =
+            Request::Finish { agency }
+                .encode()
+                .map_err(|e| ClientError::UnexpectedReply {
+                    during: DURING,
+                    reply: e.to_string(),
+                })?;
         self.send(conn, &bytes, DURING)?;
         match self.read_reply(conn, DURING)? {
             Reply::FinishAck { agency: acked } if acked == agency => {
@@ -443,7 +465,9 @@ impl Agency {
             if let Some(parts) = answer {
                 return Ok(split_documents(&parts));
             }
-            debug!("action: consulta_ganadores | result: in_progress | detail: the draw has not happened yet");
+            debug!(
+                "action: consulta_ganadores | result: in_progress | detail: the draw has not happened yet"
+            );
             if Instant::now() >= deadline {
                 return Err(ClientError::DrawTimeout {
                     waited: started.elapsed(),

@@ -81,7 +81,10 @@ fn read<T>(
     parse(text.trim()).map(Some).ok_or_else(|| invalid(text))
 }
 
-fn parse_in_range<T: std::str::FromStr + PartialOrd>(low: T, high: T) -> impl Fn(&str) -> Option<T> {
+fn parse_in_range<T: std::str::FromStr + PartialOrd>(
+    low: T,
+    high: T,
+) -> impl Fn(&str) -> Option<T> {
     move |text| text.parse::<T>().ok().filter(|v| *v >= low && *v <= high)
 }
 
@@ -130,9 +133,12 @@ start-up error, 1 for any other failure.";
     /// Reads the settings, every one with its default.
     pub fn from_env(env: Lookup<'_>) -> Result<ServerConfig, ConfigError> {
         Ok(ServerConfig {
-            ip: read(env, "SERVER_IP", "an IPv4 or IPv6 address such as 0.0.0.0", |t| {
-                t.parse().ok()
-            })?
+            ip: read(
+                env,
+                "SERVER_IP",
+                "an IPv4 or IPv6 address such as 0.0.0.0",
+                |t| t.parse().ok(),
+            )?
             .unwrap_or(IpAddr::from([0, 0, 0, 0])),
             port: read(env, "SERVER_PORT", "a port number from 0 to 65535", |t| {
                 t.parse().ok()
@@ -249,8 +255,10 @@ bet was invalid or the server refused or failed, 2 for a configuration error.";
                 t.contains(':').then(|| t.to_string())
             })?
             .unwrap_or_else(|| "127.0.0.1:12345".to_string()),
-            data_file: read(env, "CLI_DATA_FILE", "a file path", |t| Some(PathBuf::from(t)))?
-                .unwrap_or_else(|| PathBuf::from(format!("data/agency-{id}.csv"))),
+            data_file: read(env, "CLI_DATA_FILE", "a file path", |t| {
+                Some(PathBuf::from(t))
+            })?
+            .unwrap_or_else(|| PathBuf::from(format!("data/agency-{id}.csv"))),
             batch_max_amount: read(
                 env,
                 "CLI_BATCH_MAXAMOUNT",

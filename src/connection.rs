@@ -43,11 +43,9 @@ impl fmt::Display for ConnectionError {
                 "the peer closed the connection in the middle of a message \
                  ({buffered} bytes of it discarded)"
             ),
-            ConnectionError::IdleTimeout { waited } => write!(
-                f,
-                "no complete message within {} ms",
-                waited.as_millis()
-            ),
+            ConnectionError::IdleTimeout { waited } => {
+                write!(f, "no complete message within {} ms", waited.as_millis())
+            }
             ConnectionError::Io(e) => write!(f, "socket error: {e}"),
         }
     }
@@ -132,7 +130,7 @@ impl Connection {
     /// Decodes the next message already in the buffer, without touching the socket.
     fn next_buffered<T>(
         &mut self,
-        decode: fn(&[u8]) -> Result<Option<(T, usize)>, ProtocolError>,
+        decode: fn(&[u8]) -> protocol::Decoded<T>,
     ) -> Result<Option<T>, ProtocolError> {
         match decode(&self.buffer[self.start..self.end])? {
             Some((message, used)) => {
@@ -178,7 +176,10 @@ impl Connection {
         let result = loop {
             if wait {
                 let waited = self.last_message_at.elapsed();
-                let Some(left) = self.idle_timeout.checked_sub(waited).filter(|d| !d.is_zero())
+                let Some(left) = self
+                    .idle_timeout
+                    .checked_sub(waited)
+                    .filter(|d| !d.is_zero())
                 else {
                     break Err(ConnectionError::IdleTimeout { waited });
                 };

@@ -221,7 +221,10 @@ pub fn compute_winners(bets_file: &Path) -> Result<Winners, StorageError> {
     for row in storage::load_bets(bets_file)? {
         let row = row?;
         if storage::has_won(&row.bet) {
-            winners.entry(row.agency).or_default().push(row.bet.document);
+            winners
+                .entry(row.agency)
+                .or_default()
+                .push(row.bet.document);
         }
     }
     Ok(winners)

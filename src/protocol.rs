@@ -194,7 +194,10 @@ impl<'a> Fields<'a> {
     }
 
     fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], ProtocolError> {
-        let end = self.pos.checked_add(len).filter(|&end| end <= self.bytes.len());
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&end| end <= self.bytes.len());
         let end = end.ok_or_else(|| {
             malformed(format!(
                 "{what} needs {len} bytes but only {} remain",
@@ -231,6 +234,10 @@ fn peek_u16(buf: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*buf.get(at)?, *buf.get(at + 1)?]))
 }
 
+/// What a decoder returns: `Ok(None)` while more bytes are needed, else the
+/// message and how many bytes it used.
+pub type Decoded<T> = Result<Option<(T, usize)>, ProtocolError>;
+
 /// Length of the request at the start of `buf`, as soon as its header tells it:
 /// `Ok(None)` while the header is incomplete; an error as soon as the id or the
 /// declared size is wrong, so an oversized message is refused before its body is read.
@@ -262,7 +269,7 @@ pub fn request_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
 
 /// Decodes the request at the start of `buf`: `Ok(None)` if more bytes are
 /// needed, else the request and how many bytes it used.
-pub fn decode_request(buf: &[u8]) -> Result<Option<(Request, usize)>, ProtocolError> {
+pub fn decode_request(buf: &[u8]) -> Decoded<Request> {
     let Some(len) = request_len(buf)? else {
         return Ok(None);
     };
@@ -315,8 +322,12 @@ fn decode_bets(body: &mut Fields<'_>, count: u16) -> Result<Vec<Bet>, ProtocolEr
 }
 
 fn put_str16(out: &mut Vec<u8>, text: &str, what: &str) -> Result<(), ProtocolError> {
-    let len = u16::try_from(text.len())
-        .map_err(|_| malformed(format!("{what} of {} bytes does not fit a str16", text.len())))?;
+    let len = u16::try_from(text.len()).map_err(|_| {
+        malformed(format!(
+            "{what} of {} bytes does not fit a str16",
+            text.len()
+        ))
+    })?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(text.as_bytes());
     Ok(())
@@ -365,8 +376,9 @@ impl Request {
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
         match self {
             Request::Bets { agency, bets } => {
-                let count = u16::try_from(bets.len())
-                    .map_err(|_| malformed(format!("{} bets do not fit a u16 count", bets.len())))?;
+                let count = u16::try_from(bets.len()).map_err(|_| {
+                    malformed(format!("{} bets do not fit a u16 count", bets.len()))
+                })?;
                 let mut body = Vec::new();
                 for bet in bets {
                     encode_bet(bet, &mut body)?;
@@ -444,7 +456,7 @@ impl Reply {
 
 /// Decodes the reply at the start of `buf`: `Ok(None)` if more bytes are needed,
 /// else the reply and how many bytes it used.
-pub fn decode_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtocolError> {
+pub fn decode_reply(buf: &[u8]) -> Decoded<Reply> {
     let Some(message_id) = peek_u16(buf, 0) else {
         return Ok(None);
     };
@@ -506,7 +518,9 @@ pub fn decode_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtocolError>
 pub fn winners_replies(documents: &[String]) -> Vec<Reply> {
     let mut parts: Vec<String> = vec![String::new()];
     for document in documents {
-        let current = parts.last_mut().expect("parts always holds the part being filled");
+        let current = parts
+            .last_mut()
+            .expect("parts always holds the part being filled");
         let needed = document.len() + usize::from(!current.is_empty());
         if !current.is_empty() && current.len() + needed > MAX_WINNERS_PAYLOAD_LEN {
             parts.push(document.clone());
@@ -552,7 +566,9 @@ mod tests {
                 bets: vec![bet("Ana", 7574), bet("José Ñ", 0)],
             },
             Request::Finish { agency: 1 },
-            Request::GetWinners { agency: 0xDEAD_BEEF },
+            Request::GetWinners {
+                agency: 0xDEAD_BEEF,
+            },
         ]
     }
 
@@ -649,7 +665,11 @@ mod tests {
         for request in every_request() {
             let bytes = request.encode().unwrap();
             for cut in 0..bytes.len() {
-                assert_eq!(decode_request(&bytes[..cut]), Ok(None), "{request:?} cut {cut}");
+                assert_eq!(
+                    decode_request(&bytes[..cut]),
+                    Ok(None),
+                    "{request:?} cut {cut}"
+                );
             }
         }
         for reply in every_reply() {
@@ -735,7 +755,9 @@ mod tests {
 
     #[test]
     fn a_huge_count_in_a_small_body_is_refused_without_allocating_it() {
-        let bytes = [0, 1, 0, 0, 0, 1, 0xFF, 0xFF, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let bytes = [
+            0, 1, 0, 0, 0, 1, 0xFF, 0xFF, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
         assert!(matches!(
             decode_request(&bytes),
             Err(ProtocolError::Malformed(_))
@@ -784,7 +806,10 @@ mod tests {
             let (Reply::WinnersPart { documents } | Reply::Winners { documents }) = reply else {
                 panic!("only winners replies are built");
             };
-            assert_eq!(matches!(reply, Reply::Winners { .. }), index == replies.len() - 1);
+            assert_eq!(
+                matches!(reply, Reply::Winners { .. }),
+                index == replies.len() - 1
+            );
             assert!(!documents.is_empty() && documents.len() <= MAX_WINNERS_PAYLOAD_LEN);
             assert!(!documents.starts_with(',') && !documents.ends_with(','));
             assert!(reply.encode().is_ok());
@@ -820,13 +845,10 @@ mod tests {
                 let at = (next() % bytes.len() as u64) as usize;
                 bytes[at] = next() as u8;
             }
-            match decode_request(&bytes) {
-                Ok(Some((request, used))) => {
-                    assert!(used <= bytes.len() && used <= MAX_MESSAGE_LEN);
-                    // Whatever decodes must encode back to the bytes it came from.
-                    assert_eq!(request.encode().unwrap(), bytes[..used]);
-                }
-                Ok(None) | Err(_) => {}
+            if let Ok(Some((request, used))) = decode_request(&bytes) {
+                assert!(used <= bytes.len() && used <= MAX_MESSAGE_LEN);
+                // Whatever decodes must encode back to the bytes it came from.
+                assert_eq!(request.encode().unwrap(), bytes[..used]);
             }
             let _ = decode_reply(&bytes);
         }

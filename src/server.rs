@@ -31,7 +31,9 @@ use log::{debug, error, info, log_enabled, warn};
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream,
+};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,7 +52,10 @@ const MAX_ACCEPT_BACKOFF_MS: u64 = 1000;
 #[derive(Debug)]
 pub enum ServerError {
     /// The listening socket could not be opened.
-    Bind { address: SocketAddr, source: io::Error },
+    Bind {
+        address: SocketAddr,
+        source: io::Error,
+    },
     /// The bets file could not be opened or is not empty.
     Storage(StorageError),
     /// The signal handlers could not be installed.
@@ -222,7 +227,10 @@ impl Server {
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    error!("action: accept | result: fail | error: {e} | retry_in_ms: {}", backoff.as_millis());
+                    error!(
+                        "action: accept | result: fail | error: {e} | retry_in_ms: {}",
+                        backoff.as_millis()
+                    );
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(MAX_ACCEPT_BACKOFF_MS));
                     continue;
@@ -241,7 +249,9 @@ impl Server {
             next_id += 1;
             match self.spawn_handler(next_id, stream, peer) {
                 Ok(handle) => handlers.push(handle),
-                Err(e) => error!("action: conexion | result: fail | peer: {peer} | error: could not start a thread: {e}"),
+                Err(e) => error!(
+                    "action: conexion | result: fail | peer: {peer} | error: could not start a thread: {e}"
+                ),
             }
         }
         handlers
@@ -254,8 +264,11 @@ impl Server {
         peer: SocketAddr,
     ) -> io::Result<JoinHandle<()>> {
         let registry_clone = stream.try_clone()?;
-        let connection =
-            Connection::new(stream, connection::SERVER_READ_BUFFER_LEN, self.config.idle_timeout)?;
+        let connection = Connection::new(
+            stream,
+            connection::SERVER_READ_BUFFER_LEN,
+            self.config.idle_timeout,
+        )?;
         self.open.add(id, peer, registry_clone);
         let registration = Registration {
             open: Arc::clone(&self.open),
@@ -502,7 +515,10 @@ impl Handler {
     fn queue(&mut self, reply: &Reply) {
         if let Err(e) = self.conn.queue_reply(reply) {
             // Our own replies are built within the limits; say so loudly if not.
-            error!("action: responder | result: fail | peer: {} | error: {e}", self.peer);
+            error!(
+                "action: responder | result: fail | peer: {} | error: {e}",
+                self.peer
+            );
         }
     }
 
@@ -620,7 +636,11 @@ impl Handler {
         info!(
             "action: agencia_finalizo | result: success | agencia: {agency} | total_agencias_finalizadas: {}{}",
             outcome.finished_count,
-            if outcome.first_time { "" } else { " | repetido: true" }
+            if outcome.first_time {
+                ""
+            } else {
+                " | repetido: true"
+            }
         );
         self.queue(&Reply::FinishAck { agency });
         self.flush()?;
@@ -652,11 +672,15 @@ impl Handler {
                 );
             }
             WinnersAnswer::NotYet => {
-                debug!("action: ganadores_enviados | result: in_progress | agencia: {agency} | detail: draw not held yet");
+                debug!(
+                    "action: ganadores_enviados | result: in_progress | agencia: {agency} | detail: draw not held yet"
+                );
                 self.queue(&Reply::NoWinners);
             }
             WinnersAnswer::Failed(reason) => {
-                error!("action: ganadores_enviados | result: fail | agencia: {agency} | error: {reason}");
+                error!(
+                    "action: ganadores_enviados | result: fail | agencia: {agency} | error: {reason}"
+                );
                 let detail = format!("the draw could not read the stored bets: {reason}");
                 self.queue(&Reply::error(ErrorCode::Storage, &detail));
             }

@@ -48,7 +48,11 @@ pub fn on_signal(
         .spawn(move || {
             let mut on_first = Some(on_first);
             for signal in signals.forever() {
-                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
                 if let Some(callback) = on_first.take() {
                     callback(name);
                 }

@@ -63,7 +63,11 @@ impl fmt::Display for StorageError {
                 action,
                 path,
                 source,
-            } => write!(f, "could not {action} the bets file {}: {source}", path.display()),
+            } => write!(
+                f,
+                "could not {action} the bets file {}: {source}",
+                path.display()
+            ),
             StorageError::NotEmpty { path, len } => write!(
                 f,
                 "the bets file {} already holds {len} bytes of bets from an earlier run; \
@@ -514,7 +518,12 @@ mod tests {
         // Each batch's 30 rows are contiguous: batches never interleave.
         for chunk in rows.chunks(30) {
             assert!(chunk.iter().all(|r| r.agency == chunk[0].agency));
-            assert!(chunk.iter().enumerate().all(|(i, r)| usize::from(r.bet.number) == i));
+            assert!(
+                chunk
+                    .iter()
+                    .enumerate()
+                    .all(|(i, r)| usize::from(r.bet.number) == i)
+            );
         }
     }
 

@@ -29,7 +29,9 @@ fn main() -> ExitCode {
         stop();
     });
     if let Err(e) = &signals {
-        log::warn!("action: config | result: fail | error: could not install the signal handlers: {e}");
+        log::warn!(
+            "action: config | result: fail | error: could not install the signal handlers: {e}"
+        );
     }
 
     let status = match agency.run() {

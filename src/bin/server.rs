@@ -27,7 +27,10 @@ fn main() -> ExitCode {
         }
     };
     let port = server.local_addr().map_or(config.port, |a| a.port());
-    log::info!("action: config | result: success | {}", config.describe(port));
+    log::info!(
+        "action: config | result: success | {}",
+        config.describe(port)
+    );
     match server.run() {
         Ok(()) => {
             log::info!("action: exit | result: success");

@@ -1,0 +1,425 @@
+//! Shared helpers of the integration tests: start the real `server` and `client`
+//! binaries on ephemeral ports in temporary directories, collect their logs, and
+//! speak the wire protocol with hand-built bytes.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_server");
+pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_client");
+
+/// The committed default dataset.
+pub fn default_data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// The official course dataset, when it sits beside the repository.
+pub fn official_data_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    dir.join("agency-1.csv").exists().then_some(dir)
+}
+
+/// A running server, killed when dropped.
+pub struct ServerProcess {
+    pub child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub bets_file: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts the server with `agencies` agencies, a port of 0 and a bets file in a
+    /// new temporary directory; `env` adds or overrides variables.
+    pub fn start(agencies: u32, env: &[(&str, &str)]) -> ServerProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bets_file = dir.path().join("bets.csv");
+        Self::start_with_file(agencies, env, dir, bets_file)
+    }
+
+    pub fn start_with_file(
+        agencies: u32,
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+        bets_file: PathBuf,
+    ) -> ServerProcess {
+        let mut command = Command::new(SERVER_BIN);
+        command
+            .env("SERVER_PORT", "0")
+            .env("SERVER_IP", "127.0.0.1")
+            .env("SERVER_AGENCIES", agencies.to_string())
+            .env("SERVER_BETS_FILE", &bets_file)
+            .env("SERVER_DRAW_WAIT_MS", "200")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start the server binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut server = ServerProcess {
+            child,
+            port: 0,
+            dir,
+            bets_file,
+            log,
+        };
+        let line = server
+            .wait_for_log("action: config | result: success", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("the server did not start; log:\n{}", server.log_text()));
+        server.port = line
+            .split("server_port: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .expect("the config line shows the port");
+        server
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every log line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log_lines().join("\n")
+    }
+
+    /// Lines containing `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log_lines()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until a line containing `needle` appears; returns it.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log_lines().into_iter().find(|l| l.contains(needle)) {
+                return Some(line);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a signal (by name, as `kill -s` takes it) to the server.
+    pub fn signal(&self, name: &str) {
+        signal_pid(self.pid(), name);
+    }
+
+    /// Waits for the server to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, timeout)
+    }
+
+    /// The bets file's rows (lines without their terminator).
+    pub fn stored_rows(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.bets_file).unwrap_or_default();
+        text.lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal_pid(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {name} {pid}");
+}
+
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The client command for agency `id` against `address`, with `data_file`.
+pub fn client_command(id: u32, address: &str, data_file: &Path) -> Command {
+    let mut command = Command::new(CLIENT_BIN);
+    command
+        .env("CLI_ID", id.to_string())
+        .env("CLI_SERVER_ADDRESS", address)
+        .env("CLI_DATA_FILE", data_file)
+        .env("CLI_RETRY_INTERVAL_MS", "20")
+        .env("CLI_TIMEOUT_S", "60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs agencies 1..=n in parallel, each on `data_dir/agency-{id}.csv`.
+pub fn run_clients(n: u32, address: &str, data_dir: &Path) -> Vec<Output> {
+    let children: Vec<Child> = (1..=n)
+        .map(|id| {
+            client_command(id, address, &data_dir.join(format!("agency-{id}.csv")))
+                .spawn()
+                .expect("start the client binary")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("client output"))
+        .collect()
+}
+
+/// The winner count a client logged in its `consulta_ganadores` success line.
+pub fn logged_winner_count(output: &Output) -> Option<usize> {
+    let log = String::from_utf8_lossy(&output.stderr);
+    log.lines()
+        .find(|l| l.contains("action: consulta_ganadores | result: success"))
+        .and_then(|l| l.split("cant_ganadores: ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Counts, straight from an agency CSV, the rows and the bets on 7574.
+/// Independent of the crate's own parsing: the files have no quoted fields.
+pub fn count_csv(path: &Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(path).expect("read agency csv");
+    let rows: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let winners = rows
+        .iter()
+        .filter(|l| {
+            l.trim_end()
+                .rsplit(',')
+                .next()
+                .and_then(|n| n.parse::<u32>().ok())
+                == Some(7574)
+        })
+        .count();
+    (rows.len(), winners)
+}
+
+// ---- raw protocol ------------------------------------------------------------
+
+/// A socket to the server with generous timeouts so a broken test fails, not hangs.
+pub fn connect(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+fn str16(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// One bet's wire bytes, from raw field bytes (so tests can send bad UTF-8).
+pub fn bet_bytes(
+    first: &[u8],
+    last: &[u8],
+    document: &[u8],
+    birthdate: &[u8],
+    number: u16,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    str16(&mut out, first);
+    str16(&mut out, last);
+    str16(&mut out, document);
+    str16(&mut out, birthdate);
+    out.extend_from_slice(&number.to_be_bytes());
+    out
+}
+
+/// A valid bet with this document and number.
+pub fn good_bet(document: &str, number: u16) -> Vec<u8> {
+    bet_bytes(
+        "María José".as_bytes(),
+        "Núñez".as_bytes(),
+        document.as_bytes(),
+        b"1990-02-28",
+        number,
+    )
+}
+
+/// A BETS message with an explicit count over the concatenated bet bytes.
+pub fn bets_message(agency: u32, count: u16, bets: &[Vec<u8>]) -> Vec<u8> {
+    let body: Vec<u8> = bets.concat();
+    let mut out = vec![0, 1];
+    out.extend_from_slice(&agency.to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+pub fn finish_message(agency: u32) -> Vec<u8> {
+    let mut out = vec![0, 3];
+    out.extend_from_slice(&agency.to_be_bytes());
+    out
+}
+
+pub fn get_winners_message(agency: u32) -> Vec<u8> {
+    let mut out = vec![0, 5];
+    out.extend_from_slice(&agency.to_be_bytes());
+    out
+}
+
+/// A reply as read off the wire.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wire {
+    BetsAck(u16),
+    FinishAck(u32),
+    NoWinners,
+    Winners(String),
+    WinnersPart(String),
+    Error(u16, String),
+    /// The server closed the connection.
+    Closed,
+}
+
+fn read_exact_or_closed(stream: &mut TcpStream, buf: &mut [u8]) -> bool {
+    match stream.read_exact(buf) {
+        Ok(()) => true,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            false
+        }
+        Err(e) => panic!("reading a reply: {e}"),
+    }
+}
+
+/// Reads one reply, decoding the bytes by hand as PROTOCOL.md lays them out.
+pub fn read_wire(stream: &mut TcpStream) -> Wire {
+    let mut id = [0u8; 2];
+    if !read_exact_or_closed(stream, &mut id) {
+        return Wire::Closed;
+    }
+    let u16_field = |stream: &mut TcpStream| {
+        let mut b = [0u8; 2];
+        assert!(
+            read_exact_or_closed(stream, &mut b),
+            "closed inside a reply"
+        );
+        u16::from_be_bytes(b)
+    };
+    match u16::from_be_bytes(id) {
+        2 => Wire::BetsAck(u16_field(stream)),
+        4 => {
+            let mut b = [0u8; 4];
+            assert!(read_exact_or_closed(stream, &mut b));
+            Wire::FinishAck(u32::from_be_bytes(b))
+        }
+        6 => Wire::NoWinners,
+        kind @ (7 | 8 | 0xFF) => {
+            let code = if kind == 0xFF { u16_field(stream) } else { 0 };
+            let len = u16_field(stream);
+            let mut payload = vec![0u8; usize::from(len)];
+            assert!(read_exact_or_closed(stream, &mut payload));
+            let text = String::from_utf8(payload).expect("UTF-8 payload");
+            match kind {
+                7 => Wire::Winners(text),
+                8 => Wire::WinnersPart(text),
+                _ => Wire::Error(code, text),
+            }
+        }
+        other => panic!("unknown reply id {other:#06x}"),
+    }
+}
+
+/// Sends `bytes` and reads one reply.
+pub fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> Wire {
+    stream.write_all(bytes).expect("send");
+    read_wire(stream)
+}
+
+/// Asks for an agency's winners on a new connection until the draw has
+/// happened; returns the joined documents.
+pub fn fetch_winners(port: u16, agency: u32) -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut stream = connect(port);
+        let mut parts = Vec::new();
+        loop {
+            match exchange_or_read(
+                &mut stream,
+                parts.is_empty().then(|| get_winners_message(agency)),
+            ) {
+                Wire::NoWinners => break,
+                Wire::WinnersPart(p) => parts.push(p),
+                Wire::Winners(p) => {
+                    parts.push(p);
+                    return parts
+                        .join(",")
+                        .split(',')
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                }
+                other => panic!("unexpected reply to GET_WINNERS: {other:?}"),
+            }
+        }
+        assert!(Instant::now() < end, "the draw never happened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn exchange_or_read(stream: &mut TcpStream, request: Option<Vec<u8>>) -> Wire {
+    match request {
+        Some(bytes) => exchange(stream, &bytes),
+        None => read_wire(stream),
+    }
+}
+
+/// Error codes, as PROTOCOL.md numbers them.
+pub mod code {
+    pub const MALFORMED: u16 = 1;
+    pub const TOO_LARGE: u16 = 2;
+    pub const UNKNOWN_MESSAGE: u16 = 3;
+    pub const INVALID_BET: u16 = 4;
+    pub const UNKNOWN_AGENCY: u16 = 5;
+    pub const AGENCY_FINISHED: u16 = 6;
+    pub const STORAGE: u16 = 7;
+    pub const BUSY: u16 = 8;
+    pub const SHUTTING_DOWN: u16 = 9;
+}
