@@ -819,6 +819,51 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_fed_in_random_chunks_never_holds_more_than_one_message_unparsed() {
+        // Decode a long random stream the way a connection does: append a chunk,
+        // take every whole message, stop at the first error. While a message is
+        // incomplete, fewer than MAX_MESSAGE_LEN bytes of it are ever buffered.
+        let mut state: u64 = 0x0123_4567_89AB_CDEF;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let good: Vec<u8> = every_request()
+            .iter()
+            .flat_map(|r| r.encode().unwrap())
+            .collect();
+        for _ in 0..300 {
+            let mut stream = good.repeat(1 + (next() % 20) as usize);
+            for _ in 0..next() % 3 {
+                let at = (next() % stream.len() as u64) as usize;
+                stream[at] = next() as u8;
+            }
+            let mut buffer: Vec<u8> = Vec::new();
+            let mut offset = 0;
+            'feed: while offset < stream.len() {
+                let chunk = (1 + next() % 700) as usize;
+                let end = (offset + chunk).min(stream.len());
+                buffer.extend_from_slice(&stream[offset..end]);
+                offset = end;
+                loop {
+                    match decode_request(&buffer) {
+                        Ok(Some((_, used))) => {
+                            buffer.drain(..used);
+                        }
+                        Ok(None) => {
+                            assert!(buffer.len() < MAX_MESSAGE_LEN);
+                            break;
+                        }
+                        Err(_) => break 'feed,
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn seeded_random_and_mutated_streams_never_panic() {
         // A small xorshift generator keeps this test repeatable without a dependency.
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;

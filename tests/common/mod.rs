@@ -423,3 +423,48 @@ pub mod code {
     pub const BUSY: u16 = 8;
     pub const SHUTTING_DOWN: u16 = 9;
 }
+
+/// Writes `agencies` agency CSV files of `bets_each` rows into `dir` (CRLF, no
+/// header) from a fixed-seed generator; returns each agency's 7574 count.
+pub fn write_agency_files(dir: &Path, agencies: u32, bets_each: usize) -> Vec<usize> {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (1..=agencies)
+        .map(|agency| {
+            let mut text = String::with_capacity(bets_each * 48);
+            let mut winners = 0;
+            for row in 0..bets_each {
+                let number = if next() % 50 == 0 {
+                    7574
+                } else {
+                    next() % 10_000
+                };
+                winners += usize::from(number == 7574);
+                text.push_str(&format!(
+                    "Agustín {agency},Peña,{}{row},19{:02}-0{}-1{},{number}\r\n",
+                    agency,
+                    next() % 100,
+                    1 + next() % 9,
+                    next() % 10
+                ));
+            }
+            std::fs::write(dir.join(format!("agency-{agency}.csv")), text).expect("write csv");
+            winners
+        })
+        .collect()
+}
+
+/// The server's thread count, from /proc.
+pub fn thread_count(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Threads line")
+}
