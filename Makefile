@@ -67,7 +67,8 @@ test:
 	cargo test --all-targets
 
 bench:
-	cargo run --release --example bench
+	cargo build --release --bins --examples
+	$(BIN)/examples/bench
 
 data:
 	cargo run --release --example gen_bets -- --agencies 5 --bets 10000 --out data

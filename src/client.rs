@@ -14,6 +14,7 @@ use crate::connection::{self, Connection, ConnectionError};
 use crate::protocol::{self, ErrorCode, Reply, Request};
 use crate::shutdown::Shutdown;
 use log::{debug, info, warn};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{Shutdown as SocketShutdown, TcpStream};
@@ -124,6 +125,8 @@ pub struct Agency {
     shutdown: Shutdown,
     /// The socket in use, so a signal can shut it and end a blocked read.
     current: Arc<Mutex<Option<TcpStream>>>,
+    /// Bytes written to the server so far, for the summary line.
+    bytes_sent: Cell<u64>,
 }
 
 impl Agency {
@@ -133,6 +136,7 @@ impl Agency {
             config,
             shutdown,
             current: Arc::new(Mutex::new(None)),
+            bytes_sent: Cell::new(0),
         }
     }
 
@@ -166,7 +170,8 @@ impl Agency {
         let mut conn = self.connect(Instant::now() + self.config.timeout)?;
         let (bets_sent, invalid_rows) = self.send_bets(&mut reader, &mut conn)?;
         info!(
-            "action: apuestas_enviadas | result: success | cantidad: {bets_sent} | invalidas: {invalid_rows}"
+            "action: apuestas_enviadas | result: success | cantidad: {bets_sent} | invalidas: {invalid_rows} | bytes: {}",
+            self.bytes_sent.get()
         );
         self.finish(&mut conn)?;
         drop(conn);
@@ -281,6 +286,8 @@ impl Agency {
         during: &'static str,
     ) -> Result<(), ClientError> {
         conn.queue_bytes(bytes);
+        self.bytes_sent
+            .set(self.bytes_sent.get() + bytes.len() as u64);
         conn.flush()
             .map_err(|e| self.connection_error(during, ConnectionError::Io(e)))
     }

@@ -1,0 +1,478 @@
+//! The benchmark behind `make bench`: the real binaries, side by side with the
+//! physical limits of the machine for the same bytes.
+//!
+//! For each workload it starts the release `server` (already listening before
+//! any client starts), launches one `client` process per agency, and measures:
+//! end-to-end wall time (first client started → last agency has its winners),
+//! ingest throughput (bets / time between the server's first and last stored
+//! batch), the draw's own time, peak RSS of the server and of the largest client
+//! (VmHWM from /proc), and bytes on the wire. In the same run it measures two
+//! baselines for the same CSV bytes: a plain copy through loopback TCP (no
+//! parsing, no storage), and a plain append of them to a file with one fsync.
+//! Each figure is the median of `BENCH_RUNS` runs (default 5), with min and max
+//! of the wall time. The table goes to stdout and to `bench-data/results.csv`.
+//!
+//! Generated data lives in `bench-data/` (ignored by git) and is made once with
+//! `gen_bets`. `BENCH_WORKLOADS=official,1m` picks workloads by name.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN_DIR: &str = "target/release";
+const BENCH_DIR: &str = "bench-data";
+
+struct Workload {
+    name: &'static str,
+    agencies: u32,
+    bets: u64,
+    /// Where the agency files are; `None` means generate them.
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Default, Clone)]
+struct RunFigures {
+    wall_ms: f64,
+    ingest_ms: f64,
+    draw_ms: f64,
+    server_rss_kib: u64,
+    client_rss_kib: u64,
+    wire_bytes: u64,
+    stored_rows: u64,
+    copy_ms: f64,
+    disk_ms: f64,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Milliseconds since midnight of a log line's `YYYY-MM-DDTHH:MM:SS.mmmZ` stamp.
+fn log_ms(line: &str) -> Option<f64> {
+    let time = line.get(11..23)?;
+    let h: f64 = time.get(0..2)?.parse().ok()?;
+    let m: f64 = time.get(3..5)?.parse().ok()?;
+    let s: f64 = time.get(6..12)?.parse().ok()?;
+    Some(((h * 60.0 + m) * 60.0 + s) * 1000.0)
+}
+
+fn agency_file(dir: &Path, agency: u32) -> PathBuf {
+    dir.join(format!("agency-{agency}.csv"))
+}
+
+fn ensure_data(workload: &Workload) -> Result<PathBuf, String> {
+    if let Some(dir) = &workload.data_dir {
+        return Ok(dir.clone());
+    }
+    let dir =
+        PathBuf::from(BENCH_DIR).join(format!("{}-agencies-{}", workload.bets, workload.agencies));
+    let marker = dir.join(".complete");
+    if marker.exists() {
+        return Ok(dir);
+    }
+    eprintln!(
+        "bench: generating {} bets over {} agencies in {}",
+        workload.bets,
+        workload.agencies,
+        dir.display()
+    );
+    let status = Command::new(format!("{BIN_DIR}/examples/gen_bets"))
+        .args(["--agencies", &workload.agencies.to_string()])
+        .args(["--bets", &workload.bets.to_string()])
+        .arg("--out")
+        .arg(&dir)
+        .status()
+        .map_err(|e| format!("could not run gen_bets (run `make bench`, which builds it): {e}"))?;
+    if !status.success() {
+        return Err("gen_bets failed".into());
+    }
+    File::create(&marker).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// Starts the server and returns it with its port and a shared copy of its log.
+fn start_server(
+    workload: &Workload,
+    bets_file: &Path,
+) -> Result<(Child, u16, Arc<Mutex<Vec<String>>>), String> {
+    let mut child = Command::new(format!("{BIN_DIR}/server"))
+        .env("SERVER_IP", "127.0.0.1")
+        .env("SERVER_PORT", "0")
+        .env("SERVER_AGENCIES", workload.agencies.to_string())
+        .env("SERVER_BETS_FILE", bets_file)
+        .env(
+            "SERVER_MAX_CONNECTIONS",
+            (workload.agencies + 64).to_string(),
+        )
+        .env("LOGGING_LEVEL", "INFO")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start the server (run `make bench`): {e}"))?;
+    let stderr = child.stderr.take().ok_or("no server stderr")?;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(mut lines) = sink.lock() {
+                lines.push(line);
+            }
+        }
+    });
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let port = log.lock().ok().and_then(|lines| {
+            lines.iter().find_map(|l| {
+                l.split("server_port: ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u16>()
+                    .ok()
+            })
+        });
+        if let Some(port) = port {
+            return Ok((child, port, log));
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            return Err("the server did not start within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn run_system(workload: &Workload, data: &Path, run: usize) -> Result<RunFigures, String> {
+    let run_dir = PathBuf::from(BENCH_DIR).join("run");
+    fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
+    let bets_file = run_dir.join(format!("bets-{}-{run}.csv", workload.name));
+    let _ = fs::remove_file(&bets_file); // the bench's own output of an earlier run
+    let (mut server, port, log) = start_server(workload, &bets_file)?;
+
+    let started = Instant::now();
+    let mut clients: Vec<(u32, Child)> = Vec::new();
+    for agency in 1..=workload.agencies {
+        let child = Command::new(format!("{BIN_DIR}/client"))
+            .env("CLI_ID", agency.to_string())
+            .env("CLI_SERVER_ADDRESS", format!("127.0.0.1:{port}"))
+            .env("CLI_DATA_FILE", agency_file(data, agency))
+            .env("CLI_RETRY_INTERVAL_MS", "10")
+            .env("CLI_TIMEOUT_S", "600")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("could not start client {agency}: {e}"))?;
+        clients.push((agency, child));
+    }
+    // Sample the clients' high-water marks while they run; read their logs.
+    let mut client_rss = 0;
+    let mut wire_bytes = 0u64;
+    let mut pending: Vec<(u32, Child, std::thread::JoinHandle<String>)> = clients
+        .into_iter()
+        .map(|(agency, mut child)| {
+            let mut stderr = child.stderr.take();
+            let reader = std::thread::spawn(move || {
+                let mut text = String::new();
+                if let Some(s) = stderr.as_mut() {
+                    let _ = s.read_to_string(&mut text);
+                }
+                text
+            });
+            (agency, child, reader)
+        })
+        .collect();
+    let sample_every = Duration::from_millis(if workload.agencies > 100 { 100 } else { 10 });
+    while !pending.is_empty() {
+        let mut still = Vec::with_capacity(pending.len());
+        for (agency, mut child, reader) in pending {
+            if let Some(kib) = vm_hwm_kib(child.id()) {
+                client_rss = client_rss.max(kib);
+            }
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    let text = reader.join().unwrap_or_default();
+                    if !status.success() {
+                        let _ = server.kill();
+                        return Err(format!("client {agency} failed:\n{text}"));
+                    }
+                    wire_bytes += text
+                        .lines()
+                        .find(|l| l.contains("action: apuestas_enviadas"))
+                        .and_then(|l| l.split("bytes: ").nth(1)?.trim().parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+                _ => still.push((agency, child, reader)),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            std::thread::sleep(sample_every);
+        }
+    }
+    let wall = started.elapsed();
+    let server_rss = vm_hwm_kib(server.id()).unwrap_or(0);
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+
+    let lines = log.lock().map(|l| l.clone()).unwrap_or_default();
+    let stored: Vec<f64> = lines
+        .iter()
+        .filter(|l| l.contains("action: apuesta_recibida | result: success"))
+        .filter_map(|l| log_ms(l))
+        .collect();
+    let ingest_ms = match (stored.first(), stored.last()) {
+        (Some(first), Some(last)) => (last - first).max(1.0),
+        _ => 0.0,
+    };
+    let draw_ms = lines
+        .iter()
+        .find(|l| l.contains("action: sorteo | result: success"))
+        .and_then(|l| l.split("draw_ms: ").nth(1)?.trim().parse::<f64>().ok())
+        .ok_or("no draw in the server log")?;
+    let stored_rows = BufReader::new(File::open(&bets_file).map_err(|e| e.to_string())?)
+        .split(b'\n')
+        .count() as u64;
+    let _ = fs::remove_file(&bets_file);
+    Ok(RunFigures {
+        wall_ms: wall.as_secs_f64() * 1000.0,
+        ingest_ms,
+        draw_ms,
+        server_rss_kib: server_rss,
+        client_rss_kib: client_rss,
+        wire_bytes,
+        stored_rows,
+        ..RunFigures::default()
+    })
+}
+
+/// The agency files' bytes pushed through loopback TCP, one connection per
+/// agency file (at most 5 at once), into a reader that discards them.
+fn baseline_copy(data: &Path, agencies: u32) -> Result<f64, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let sink = std::thread::spawn(move || {
+        let mut readers = Vec::new();
+        for _ in 0..agencies {
+            let Ok((mut stream, _)) = listener.accept() else {
+                break;
+            };
+            readers.push(std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            }));
+        }
+        for r in readers {
+            let _ = r.join();
+        }
+    });
+    let files: Vec<PathBuf> = (1..=agencies).map(|a| agency_file(data, a)).collect();
+    let chunks: Vec<Vec<PathBuf>> = files
+        .chunks(files.len().div_ceil(5))
+        .map(<[PathBuf]>::to_vec)
+        .collect();
+    let senders: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            std::thread::spawn(move || -> std::io::Result<()> {
+                for path in chunk {
+                    let mut stream = TcpStream::connect(address)?;
+                    let mut file = File::open(path)?;
+                    std::io::copy(&mut file, &mut stream)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join()
+            .map_err(|_| "copy thread panicked")?
+            .map_err(|e| e.to_string())?;
+    }
+    sink.join().map_err(|_| "sink panicked")?;
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// The agency files' bytes appended to one file in 8 KiB writes, then one fsync.
+fn baseline_disk(data: &Path, agencies: u32) -> Result<f64, String> {
+    let path = PathBuf::from(BENCH_DIR).join("run").join("baseline.bin");
+    let _ = fs::remove_file(&path);
+    let started = Instant::now();
+    let mut out = File::create(&path).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 8192];
+    for agency in 1..=agencies {
+        let mut file = File::open(agency_file(data, agency)).map_err(|e| e.to_string())?;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        }
+    }
+    out.sync_all().map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    let _ = fs::remove_file(&path);
+    Ok(elapsed)
+}
+
+fn main() -> ExitCode {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let only: Option<Vec<String>> = std::env::var("BENCH_WORKLOADS")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let official = Path::new("../shared/data");
+    let mut workloads = Vec::new();
+    if official.join("agency-1.csv").exists() {
+        workloads.push(Workload {
+            name: "official",
+            agencies: 5,
+            bets: 78_697,
+            data_dir: Some(official.to_path_buf()),
+        });
+    } else {
+        eprintln!("bench: ../shared/data not found; the official workload is skipped");
+    }
+    workloads.push(Workload {
+        name: "1m",
+        agencies: 5,
+        bets: 1_000_000,
+        data_dir: None,
+    });
+    workloads.push(Workload {
+        name: "10m",
+        agencies: 5,
+        bets: 10_000_000,
+        data_dir: None,
+    });
+    workloads.push(Workload {
+        name: "1m-1000ag",
+        agencies: 1000,
+        bets: 1_000_000,
+        data_dir: None,
+    });
+    workloads.retain(|w| {
+        only.as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == w.name))
+    });
+
+    let header = "workload,bets,agencies,runs,wall_ms_median,wall_ms_min,wall_ms_max,ingest_bets_per_s,draw_ms,server_rss_mib,client_rss_mib,wire_mib,copy_ms,disk_ms,wall_over_copy,wall_over_disk";
+    let mut csv = vec![header.to_string()];
+    println!(
+        "{:<10} {:>9} {:>5} | {:>8} {:>8} {:>8} | {:>11} {:>7} | {:>6} {:>6} | {:>8} | {:>7} {:>7} | {:>7} {:>7}",
+        "workload",
+        "bets",
+        "ag",
+        "wall ms",
+        "min",
+        "max",
+        "ingest b/s",
+        "draw ms",
+        "srvMiB",
+        "cliMiB",
+        "wire MiB",
+        "copy ms",
+        "disk ms",
+        "÷copy",
+        "÷disk"
+    );
+    for workload in &workloads {
+        let data = match ensure_data(workload) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut figures = Vec::new();
+        for run in 0..runs {
+            let mut f = match run_system(workload, &data, run) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("bench: {} run {run}: {e}", workload.name);
+                    return ExitCode::FAILURE;
+                }
+            };
+            if f.stored_rows != workload.bets {
+                eprintln!(
+                    "bench: {} stored {} rows, expected {}",
+                    workload.name, f.stored_rows, workload.bets
+                );
+                return ExitCode::FAILURE;
+            }
+            f.copy_ms = baseline_copy(&data, workload.agencies).unwrap_or(f64::NAN);
+            f.disk_ms = baseline_disk(&data, workload.agencies).unwrap_or(f64::NAN);
+            eprintln!(
+                "bench: {} run {}: {:.0} ms",
+                workload.name,
+                run + 1,
+                f.wall_ms
+            );
+            figures.push(f);
+        }
+        let pick =
+            |get: fn(&RunFigures) -> f64| median(&mut figures.iter().map(get).collect::<Vec<_>>());
+        let wall = pick(|f| f.wall_ms);
+        let min = figures.iter().map(|f| f.wall_ms).fold(f64::MAX, f64::min);
+        let max = figures.iter().map(|f| f.wall_ms).fold(0.0, f64::max);
+        let ingest = workload.bets as f64 / (pick(|f| f.ingest_ms) / 1000.0);
+        let draw = pick(|f| f.draw_ms);
+        let server_rss = pick(|f| f.server_rss_kib as f64) / 1024.0;
+        let client_rss = pick(|f| f.client_rss_kib as f64) / 1024.0;
+        let wire = pick(|f| f.wire_bytes as f64) / (1024.0 * 1024.0);
+        let copy = pick(|f| f.copy_ms);
+        let disk = pick(|f| f.disk_ms);
+        println!(
+            "{:<10} {:>9} {:>5} | {:>8.0} {:>8.0} {:>8.0} | {:>11.0} {:>7.0} | {:>6.1} {:>6.1} | {:>8.1} | {:>7.0} {:>7.0} | {:>7.1} {:>7.1}",
+            workload.name,
+            workload.bets,
+            workload.agencies,
+            wall,
+            min,
+            max,
+            ingest,
+            draw,
+            server_rss,
+            client_rss,
+            wire,
+            copy,
+            disk,
+            wall / copy,
+            wall / disk
+        );
+        csv.push(format!(
+            "{},{},{},{runs},{wall:.0},{min:.0},{max:.0},{ingest:.0},{draw:.0},{server_rss:.1},{client_rss:.1},{wire:.1},{copy:.0},{disk:.0},{:.2},{:.2}",
+            workload.name, workload.bets, workload.agencies, wall / copy, wall / disk
+        ));
+    }
+    let results = PathBuf::from(BENCH_DIR).join("results.csv");
+    if let Err(e) = fs::write(&results, csv.join("\n") + "\n") {
+        eprintln!("bench: could not write {}: {e}", results.display());
+        return ExitCode::FAILURE;
+    }
+    println!("results: {}", results.display());
+    ExitCode::SUCCESS
+}
