@@ -251,9 +251,16 @@ bet was invalid or the server refused or failed, 2 for a configuration error.";
         )?;
         Ok(ClientConfig {
             id,
-            server_address: read(env, "CLI_SERVER_ADDRESS", "host:port", |t| {
-                t.contains(':').then(|| t.to_string())
-            })?
+            server_address: read(
+                env,
+                "CLI_SERVER_ADDRESS",
+                "host:port, such as 127.0.0.1:12345",
+                |t| {
+                    let (host, port) = t.rsplit_once(':')?;
+                    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+                    (!host.is_empty() && port_ok).then(|| t.to_string())
+                },
+            )?
             .unwrap_or_else(|| "127.0.0.1:12345".to_string()),
             data_file: read(env, "CLI_DATA_FILE", "a file path", |t| {
                 Some(PathBuf::from(t))
@@ -365,6 +372,10 @@ mod tests {
             }
         );
         assert!(ClientConfig::from_env(&env_of(&[("CLI_ID", "0")])).is_err());
+        for bad in ["127.0.0.1:", ":12345", "localhost", "host:99999"] {
+            let env = env_of(&[("CLI_ID", "1"), ("CLI_SERVER_ADDRESS", bad)]);
+            assert!(ClientConfig::from_env(&env).is_err(), "{bad}");
+        }
         let config = ClientConfig::from_env(&env_of(&[("CLI_ID", "3")])).unwrap();
         assert_eq!(config.data_file, PathBuf::from("data/agency-3.csv"));
         assert_eq!(config.batch_max_amount, None);

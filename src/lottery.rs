@@ -15,7 +15,7 @@ use crate::storage::{self, StorageError};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Each agency's winning documents, in the order the bets were stored.
 pub type Winners = HashMap<u32, Vec<String>>;
@@ -165,10 +165,14 @@ impl Lottery {
     }
 
     /// Runs the draw over the bets file at `bets_file` and publishes the result.
-    /// Call it only when `finish` said `draw_due`. Returns each agency's winners.
-    pub fn hold_draw(&self, bets_file: &Path) -> Result<Arc<Winners>, StorageError> {
+    /// Call it only when `finish` said `draw_due`. Waits first for batches still
+    /// being made durable. Returns each agency's winners and how long reading the
+    /// file took.
+    pub fn hold_draw(&self, bets_file: &Path) -> Result<(Arc<Winners>, Duration), StorageError> {
         self.wait_for_stored_batches();
+        let started = Instant::now();
         let result = compute_winners(bets_file).map(Arc::new);
+        let took = started.elapsed();
         let mut state = self.lock();
         state.draw = match &result {
             Ok(winners) => Draw::Done(Arc::clone(winners)),
@@ -176,7 +180,7 @@ impl Lottery {
         };
         drop(state);
         self.shared.changed.notify_all();
-        result
+        result.map(|winners| (winners, took))
     }
 
     fn wait_for_stored_batches(&self) {
@@ -233,7 +237,6 @@ pub fn compute_winners(bets_file: &Path) -> Result<Winners, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn a_repeated_finish_is_not_counted_and_the_draw_is_due_exactly_once() {
@@ -304,7 +307,7 @@ mod tests {
         assert!(lottery.finish(2).draw_due);
         let drawer = {
             let lottery = lottery.clone();
-            std::thread::spawn(move || lottery.hold_draw(&path).map(|w| w.len()))
+            std::thread::spawn(move || lottery.hold_draw(&path).map(|(w, _)| w.len()))
         };
         std::thread::sleep(Duration::from_millis(50));
         assert!(!drawer.is_finished(), "the draw must wait for the permit");

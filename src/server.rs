@@ -647,10 +647,11 @@ impl Handler {
         if outcome.draw_due {
             let started = Instant::now();
             match self.lottery.hold_draw(self.store.path()) {
-                Ok(winners) => info!(
-                    "action: sorteo | result: success | agencias: {} | ganadores: {} | draw_ms: {}",
+                Ok((winners, reading)) => info!(
+                    "action: sorteo | result: success | agencias: {} | ganadores: {} | draw_ms: {} | total_ms: {}",
                     self.lottery.agencies(),
                     winners.values().map(Vec::len).sum::<usize>(),
+                    reading.as_millis(),
                     started.elapsed().as_millis()
                 ),
                 Err(e) => error!("action: sorteo | result: fail | error: {e}"),
