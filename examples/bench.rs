@@ -246,7 +246,14 @@ fn run_system(workload: &Workload, data: &Path, run: usize) -> Result<RunFigures
     let draw_ms = lines
         .iter()
         .find(|l| l.contains("action: sorteo | result: success"))
-        .and_then(|l| l.split("draw_ms: ").nth(1)?.trim().parse::<f64>().ok())
+        .and_then(|l| {
+            l.split("draw_ms: ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
         .ok_or("no draw in the server log")?;
     let stored_rows = BufReader::new(File::open(&bets_file).map_err(|e| e.to_string())?)
         .split(b'\n')

@@ -373,7 +373,8 @@ mod tests {
         );
         assert!(ClientConfig::from_env(&env_of(&[("CLI_ID", "0")])).is_err());
         for bad in ["127.0.0.1:", ":12345", "localhost", "host:99999"] {
-            let env = env_of(&[("CLI_ID", "1"), ("CLI_SERVER_ADDRESS", bad)]);
+            let pairs = [("CLI_ID", "1"), ("CLI_SERVER_ADDRESS", bad)];
+            let env = env_of(&pairs);
             assert!(ClientConfig::from_env(&env).is_err(), "{bad}");
         }
         let config = ClientConfig::from_env(&env_of(&[("CLI_ID", "3")])).unwrap();

@@ -559,6 +559,16 @@ mod tests {
         }
     }
 
+    /// A seeded xorshift generator: repeatable random tests without a dependency.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     fn every_request() -> Vec<Request> {
         vec![
             Request::Bets {
@@ -823,13 +833,7 @@ mod tests {
         // Decode a long random stream the way a connection does: append a chunk,
         // take every whole message, stop at the first error. While a message is
         // incomplete, fewer than MAX_MESSAGE_LEN bytes of it are ever buffered.
-        let mut state: u64 = 0x0123_4567_89AB_CDEF;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x0123_4567_89AB_CDEF);
         let good: Vec<u8> = every_request()
             .iter()
             .flat_map(|r| r.encode().unwrap())
@@ -865,14 +869,7 @@ mod tests {
 
     #[test]
     fn seeded_random_and_mutated_streams_never_panic() {
-        // A small xorshift generator keeps this test repeatable without a dependency.
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         let seeds: Vec<Vec<u8>> = every_request()
             .iter()
             .map(|r| r.encode().unwrap())

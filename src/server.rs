@@ -44,7 +44,7 @@ const MAX_PENDING_BATCHES: usize = 64;
 const HANDLER_STACK_BYTES: usize = 256 * 1024;
 /// After shutdown starts, how long handlers get to finish their current request
 /// before their sockets are shut in both directions.
-const SHUTDOWN_GRACE_MS: u64 = 1000;
+const SHUTDOWN_GRACE_MS: u64 = 500;
 /// Longest pause of the accept loop after repeated accept errors (e.g. out of fds).
 const MAX_ACCEPT_BACKOFF_MS: u64 = 1000;
 

@@ -259,14 +259,14 @@ fn a_client_that_disconnects_mid_message_stores_nothing() {
 
 #[test]
 fn a_slowloris_never_delays_others_and_is_closed_by_the_idle_timeout() {
-    let server = ServerProcess::start(1, &[("SERVER_IDLE_TIMEOUT_MS", "800")]);
+    let server = ServerProcess::start(1, &[("SERVER_IDLE_TIMEOUT_MS", "3000")]);
     let mut slow = connect(server.port);
     // A header promising a body that never completes, fed a byte every 100 ms.
     let header = [0, 1, 0, 0, 0, 1, 0, 1, 0x10, 0x00];
     let port = server.port;
     let trickler = std::thread::spawn(move || {
         let started = Instant::now();
-        for i in 0..100 {
+        for i in 0..150 {
             let byte = header.get(i).copied().unwrap_or(b'x');
             if slow.write_all(&[byte]).is_err() {
                 break;
@@ -276,7 +276,7 @@ fn a_slowloris_never_delays_others_and_is_closed_by_the_idle_timeout() {
         assert_closed(&mut slow);
         started.elapsed()
     });
-    // Meanwhile another client is served at once.
+    // Meanwhile another client is served without waiting for the slow one's timeout.
     std::thread::sleep(Duration::from_millis(150));
     let started = Instant::now();
     let mut other = connect(port);
@@ -284,11 +284,11 @@ fn a_slowloris_never_delays_others_and_is_closed_by_the_idle_timeout() {
         exchange(&mut other, &bets_message(1, 1, &[good_bet("7", 7)])),
         Wire::BetsAck(1)
     );
-    assert!(started.elapsed() < Duration::from_millis(700));
+    assert!(started.elapsed() < Duration::from_millis(2500));
 
     let lasted = trickler.join().unwrap();
     assert!(
-        lasted < Duration::from_secs(5),
+        lasted >= Duration::from_millis(2900) && lasted < Duration::from_secs(10),
         "closed by the idle deadline although bytes kept coming: {lasted:?}"
     );
     assert!(
@@ -654,13 +654,7 @@ fn a_client_whose_server_is_killed_mid_run_fails_clearly() {
 fn random_bytes_from_many_connections_never_bring_the_server_down() {
     // Agency 777 is one the random bytes will not plausibly finish.
     let server = ServerProcess::start(1000, &[("SERVER_IDLE_TIMEOUT_MS", "300")]);
-    let mut state: u64 = 0xDEAD_BEEF_CAFE_F00D;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0xDEAD_BEEF_CAFE_F00D);
     let seeds = [
         bets_message(1, 1, &[good_bet("1", 1)]),
         finish_message(1),

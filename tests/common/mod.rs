@@ -424,22 +424,26 @@ pub mod code {
     pub const SHUTTING_DOWN: u16 = 9;
 }
 
-/// Writes `agencies` agency CSV files of `bets_each` rows into `dir` (CRLF, no
-/// header) from a fixed-seed generator; returns each agency's 7574 count.
-pub fn write_agency_files(dir: &Path, agencies: u32, bets_each: usize) -> Vec<usize> {
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move || {
+/// A seeded xorshift generator: repeatable random data without a dependency.
+pub fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         state
-    };
+    }
+}
+
+/// Writes `agencies` agency CSV files of `bets_each` rows into `dir` (CRLF, no
+/// header) from a fixed-seed generator; returns each agency's 7574 count.
+pub fn write_agency_files(dir: &Path, agencies: u32, bets_each: usize) -> Vec<usize> {
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
     (1..=agencies)
         .map(|agency| {
             let mut text = String::with_capacity(bets_each * 48);
             let mut winners = 0;
             for row in 0..bets_each {
-                let number = if next() % 50 == 0 {
+                let number = if next().is_multiple_of(50) {
                     7574
                 } else {
                     next() % 10_000
