@@ -23,6 +23,9 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The server's log lines, filled by a reader thread.
+type SharedLog = Arc<Mutex<Vec<String>>>;
+
 const BIN_DIR: &str = "target/release";
 const BENCH_DIR: &str = "bench-data";
 
@@ -108,10 +111,7 @@ fn ensure_data(workload: &Workload) -> Result<PathBuf, String> {
 }
 
 /// Starts the server and returns it with its port and a shared copy of its log.
-fn start_server(
-    workload: &Workload,
-    bets_file: &Path,
-) -> Result<(Child, u16, Arc<Mutex<Vec<String>>>), String> {
+fn start_server(workload: &Workload, bets_file: &Path) -> Result<(Child, u16, SharedLog), String> {
     let mut child = Command::new(format!("{BIN_DIR}/server"))
         .env("SERVER_IP", "127.0.0.1")
         .env("SERVER_PORT", "0")
