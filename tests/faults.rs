@@ -400,6 +400,15 @@ fn sigterm_and_sigint_stop_an_idle_server_cleanly() {
 
 #[test]
 fn sigterm_during_ingest_keeps_every_acked_batch_whole() {
+    stop_during_ingest("TERM");
+}
+
+#[test]
+fn sigint_during_ingest_keeps_every_acked_batch_whole() {
+    stop_during_ingest("INT");
+}
+
+fn stop_during_ingest(signal: &str) {
     let data = tempfile::tempdir().unwrap();
     write_agency_files(data.path(), 5, 40_000);
     let mut server = ServerProcess::start(5, &[]);
@@ -422,7 +431,7 @@ fn sigterm_during_ingest_keeps_every_acked_batch_whole() {
         )
         .expect("ingest started");
     std::thread::sleep(Duration::from_millis(50));
-    assert_clean_stop(&mut server, "TERM");
+    assert_clean_stop(&mut server, signal);
 
     let mut interrupted = 0;
     for client in clients {
@@ -463,7 +472,13 @@ fn sigterm_during_ingest_keeps_every_acked_batch_whole() {
 }
 
 #[test]
-fn sigterm_wakes_get_winners_waiting_on_the_draw() {
+fn sigterm_and_sigint_wake_get_winners_waiting_on_the_draw() {
+    for signal in ["TERM", "INT"] {
+        stop_with_waiters_on_the_draw(signal);
+    }
+}
+
+fn stop_with_waiters_on_the_draw(signal: &str) {
     let mut server = ServerProcess::start(2, &[("SERVER_DRAW_WAIT_MS", "60000")]);
     let port = server.port;
     let waiters: Vec<_> = (0..3)
@@ -479,7 +494,7 @@ fn sigterm_wakes_get_winners_waiting_on_the_draw() {
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(100));
-    assert_clean_stop(&mut server, "TERM");
+    assert_clean_stop(&mut server, signal);
     for waiter in waiters {
         match waiter.join().unwrap() {
             Wire::Error(code, _) => assert_eq!(code, code::SHUTTING_DOWN),
