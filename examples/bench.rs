@@ -119,7 +119,9 @@ fn start_server(workload: &Workload, bets_file: &Path) -> Result<(Child, u16, Sh
         .env("SERVER_BETS_FILE", bets_file)
         .env(
             "SERVER_MAX_CONNECTIONS",
-            (workload.agencies + 64).to_string(),
+            // Every agency holds a connection and, while polling for the winners,
+            // may briefly have a second whose close the server has not seen yet.
+            (2 * workload.agencies + 64).to_string(),
         )
         .env("LOGGING_LEVEL", "INFO")
         .stdout(Stdio::null())
