@@ -449,38 +449,58 @@ impl Agency {
         })?;
         loop {
             let mut conn = self.connect(deadline)?;
-            self.send(&mut conn, &request, DURING)?;
-            let mut parts: Vec<String> = Vec::new();
-            let answer = loop {
-                match self.read_reply(&mut conn, DURING)? {
-                    Reply::NoWinners if parts.is_empty() => break None,
-                    Reply::WinnersPart { documents } => parts.push(documents),
-                    Reply::Winners { documents } => {
-                        parts.push(documents);
-                        break Some(parts);
-                    }
-                    other => {
-                        return Err(ClientError::UnexpectedReply {
-                            during: DURING,
-                            reply: format!("{other:?}"),
-                        });
-                    }
-                }
-            };
+            let answer = self.winners_attempt(&mut conn, &request);
             drop(conn);
             self.forget_stream();
-            if let Some(parts) = answer {
-                return Ok(split_documents(&parts));
+            match answer {
+                Ok(Some(parts)) => return Ok(split_documents(&parts)),
+                Ok(None) => debug!(
+                    "action: consulta_ganadores | result: in_progress | detail: the draw has not happened yet"
+                ),
+                // A query stores nothing, so a connection lost during one (say, reset
+                // by an overloaded server) is simply asked again, until the deadline.
+                Err(e @ (ClientError::Connection { .. } | ClientError::ServerClosed { .. }))
+                    if Instant::now() < deadline =>
+                {
+                    warn!(
+                        "action: consulta_ganadores | result: in_progress | error: {e}; asking again"
+                    );
+                }
+                Err(e) => return Err(e),
             }
-            debug!(
-                "action: consulta_ganadores | result: in_progress | detail: the draw has not happened yet"
-            );
             if Instant::now() >= deadline {
                 return Err(ClientError::DrawTimeout {
                     waited: started.elapsed(),
                 });
             }
             self.sleep(self.config.retry_interval.min(deadline - Instant::now()))?;
+        }
+    }
+
+    /// One GET_WINNERS on `conn`: `Ok(None)` for NO_WINNERS, else the payloads.
+    fn winners_attempt(
+        &self,
+        conn: &mut Connection,
+        request: &[u8],
+    ) -> Result<Option<Vec<String>>, ClientError> {
+        const DURING: &str = "asking for the winners";
+        self.send(conn, request, DURING)?;
+        let mut parts: Vec<String> = Vec::new();
+        loop {
+            match self.read_reply(conn, DURING)? {
+                Reply::NoWinners if parts.is_empty() => return Ok(None),
+                Reply::WinnersPart { documents } => parts.push(documents),
+                Reply::Winners { documents } => {
+                    parts.push(documents);
+                    return Ok(Some(parts));
+                }
+                other => {
+                    return Err(ClientError::UnexpectedReply {
+                        during: DURING,
+                        reply: format!("{other:?}"),
+                    });
+                }
+            }
         }
     }
 }

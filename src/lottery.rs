@@ -29,8 +29,12 @@ pub struct Lottery {
 struct Shared {
     agencies: u32,
     state: Mutex<State>,
-    /// Signalled when the draw completes, a batch ends, or shutdown begins.
-    changed: Condvar,
+    /// Signalled when the draw completes or shutdown begins: wakes GET_WINNERS.
+    drawn: Condvar,
+    /// Signalled when a batch ends: wakes the draw waiting for batches in flight.
+    /// Kept apart from `drawn` so that hundreds of waiting GET_WINNERS are not
+    /// woken for every stored batch.
+    batch_done: Condvar,
 }
 
 struct State {
@@ -89,8 +93,11 @@ impl Drop for BatchPermit {
     fn drop(&mut self) {
         let mut state = self.lottery.lock();
         state.batches_in_flight -= 1;
+        let last = state.batches_in_flight == 0;
         drop(state);
-        self.lottery.shared.changed.notify_all();
+        if last {
+            self.lottery.shared.batch_done.notify_all();
+        }
     }
 }
 
@@ -106,7 +113,8 @@ impl Lottery {
                     draw: Draw::NotYet,
                     shutting_down: false,
                 }),
-                changed: Condvar::new(),
+                drawn: Condvar::new(),
+                batch_done: Condvar::new(),
             }),
         }
     }
@@ -179,7 +187,7 @@ impl Lottery {
             Err(e) => Draw::Failed(e.to_string()),
         };
         drop(state);
-        self.shared.changed.notify_all();
+        self.shared.drawn.notify_all();
         result.map(|winners| (winners, took))
     }
 
@@ -187,7 +195,7 @@ impl Lottery {
         let state = self.lock();
         let _state = self
             .shared
-            .changed
+            .batch_done
             .wait_while(state, |s| s.batches_in_flight > 0)
             .unwrap_or_else(PoisonError::into_inner);
     }
@@ -197,7 +205,7 @@ impl Lottery {
         let state = self.lock();
         let (state, _timeout) = self
             .shared
-            .changed
+            .drawn
             .wait_timeout_while(state, wait, |s| {
                 !s.shutting_down && !matches!(s.draw, Draw::Done(_) | Draw::Failed(_))
             })
@@ -215,7 +223,7 @@ impl Lottery {
     /// Starts shutting down: new batches are refused and every waiter wakes.
     pub fn begin_shutdown(&self) {
         self.lock().shutting_down = true;
-        self.shared.changed.notify_all();
+        self.shared.drawn.notify_all();
     }
 }
 

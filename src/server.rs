@@ -306,12 +306,14 @@ impl Server {
             "action: close_listener | result: success | address: {}",
             address.map_or_else(|| "unknown".into(), |a| a.to_string())
         );
-        lottery.begin_shutdown();
         // Shut the read side only: each handler finishes its request, answers
-        // ERROR SHUTTING_DOWN on the still-open write side, and ends.
+        // ERROR SHUTTING_DOWN on the still-open write side, and ends. Sockets
+        // first, then the draw waiters: woken first, they could leave the
+        // registry before their close is logged.
         for peer in open.shut_all(SocketShutdown::Read) {
             info!("action: close_connection | result: success | peer: {peer}");
         }
+        lottery.begin_shutdown();
         let grace_end = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
         while handlers.iter().any(|h| !h.is_finished()) && Instant::now() < grace_end {
             std::thread::sleep(Duration::from_millis(5));

@@ -24,6 +24,9 @@ fn five_agencies_get_exactly_their_winners(data_dir: &std::path::Path) {
         assert_eq!(logged_winner_count(output), Some(winners), "agency {id}");
     }
     assert_eq!(server.stored_rows().len(), total_rows);
+    server
+        .wait_for_log("action: sorteo | result: success", Duration::from_secs(5))
+        .expect("the draw is logged");
     assert_eq!(server.count_log("action: sorteo | result: success"), 1);
     for id in 1..=5u32 {
         let (_, winners) = count_csv(&data_dir.join(format!("agency-{id}.csv")));
@@ -132,6 +135,11 @@ fn a_second_finish_from_the_same_agency_does_not_trigger_the_draw() {
         exchange(&mut stream, &get_winners_message(2)),
         Wire::Winners(String::new())
     );
+    // The log line reaches us through a pipe, possibly after the replies.
+    server
+        .wait_for_log("action: sorteo | result: success", Duration::from_secs(5))
+        .expect("the draw is logged");
+    std::thread::sleep(Duration::from_millis(100));
     assert_eq!(server.count_log("action: sorteo | result: success"), 1);
 }
 

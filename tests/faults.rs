@@ -489,10 +489,16 @@ fn stop_with_waiters_on_the_draw(signal: &str) {
             })
         })
         .collect();
-    let end = Instant::now() + Duration::from_secs(5);
+    // Main thread, signal thread, and one handler per waiter.
+    let end = Instant::now() + Duration::from_secs(10);
     while thread_count(server.pid()) < 5 && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(10));
     }
+    assert_eq!(
+        thread_count(server.pid()),
+        5,
+        "the three waiters are connected"
+    );
     std::thread::sleep(Duration::from_millis(100));
     assert_clean_stop(&mut server, signal);
     for waiter in waiters {
@@ -504,7 +510,9 @@ fn stop_with_waiters_on_the_draw(signal: &str) {
     }
     assert_eq!(
         server.count_log("action: close_connection | result: success"),
-        3
+        3,
+        "{}",
+        server.log_text()
     );
 }
 
