@@ -117,11 +117,6 @@ impl Connection {
         })
     }
 
-    /// The socket, for its addresses or a clone.
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
-    }
-
     /// Bytes received that do not yet make a whole message.
     pub fn buffered(&self) -> usize {
         self.end - self.start
@@ -243,11 +238,6 @@ impl Connection {
     /// Queues raw message bytes; they go out with the next `flush`.
     pub fn queue_bytes(&mut self, bytes: &[u8]) {
         self.outgoing.extend_from_slice(bytes);
-    }
-
-    /// Whether anything is queued.
-    pub fn has_queued(&self) -> bool {
-        !self.outgoing.is_empty()
     }
 
     /// Writes everything queued, looping over short writes.
