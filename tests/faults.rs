@@ -215,7 +215,8 @@ fn every_protocol_error_gets_its_code_and_a_normal_run_still_completes() {
 
 #[test]
 fn a_client_writing_one_byte_at_a_time_gets_the_same_answers() {
-    let server = ServerProcess::start(1, &[]);
+    // A long draw wait, so the GET_WINNERS right after FINISH waits for the draw.
+    let server = ServerProcess::start(1, &[("SERVER_DRAW_WAIT_MS", "30000")]);
     let mut stream = connect(server.port);
     let trickle = |stream: &mut TcpStream, bytes: &[u8]| {
         for b in bytes {
