@@ -431,19 +431,24 @@ impl Handler {
                     if let Err(ending) = self.settle() {
                         return ending;
                     }
-                    warn!(
-                        "action: mensaje_invalido | result: fail | peer: {} | code: {} | error: {e}",
-                        self.peer,
-                        e.code().name()
-                    );
-                    self.send_final_error(e.code(), &e.to_string());
-                    return Ending::Refused;
+                    return self.refuse_message(&e);
                 }
             };
             if let Err(ending) = self.handle(request) {
                 return ending;
             }
         }
+    }
+
+    /// Answers bytes that do not form a valid message: log, ERROR, close.
+    fn refuse_message(&mut self, e: &protocol::ProtocolError) -> Ending {
+        warn!(
+            "action: mensaje_invalido | result: fail | peer: {} | code: {} | error: {e}",
+            self.peer,
+            e.code().name()
+        );
+        self.send_final_error(e.code(), &e.to_string());
+        Ending::Refused
     }
 
     /// Nothing whole is buffered: take in what is already on the socket while
@@ -460,15 +465,7 @@ impl Handler {
             Ok(Fill::Data | Fill::Nothing) => Ok(()),
             Ok(Fill::Closed) if self.shutdown.is_triggered() => Err(Ending::ShuttingDown),
             Ok(Fill::Closed) => Err(Ending::PeerClosed),
-            Err(ConnectionError::Protocol(e)) => {
-                warn!(
-                    "action: mensaje_invalido | result: fail | peer: {} | code: {} | error: {e}",
-                    self.peer,
-                    e.code().name()
-                );
-                self.send_final_error(e.code(), &e.to_string());
-                Err(Ending::Refused)
-            }
+            Err(ConnectionError::Protocol(e)) => Err(self.refuse_message(&e)),
             Err(_) if self.shutdown.is_triggered() => Err(Ending::ShuttingDown),
             Err(ConnectionError::IdleTimeout { waited }) => {
                 info!(
