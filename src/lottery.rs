@@ -230,13 +230,14 @@ impl Lottery {
 /// Streams the bets file and keeps each agency's winning documents.
 pub fn compute_winners(bets_file: &Path) -> Result<Winners, StorageError> {
     let mut winners = Winners::new();
-    for row in storage::load_bets(bets_file)? {
+    let mut rows = storage::load_bets(bets_file)?;
+    while let Some(row) = rows.next_row() {
         let row = row?;
-        if storage::has_won(&row.bet) {
+        if storage::has_won(&row) {
             winners
                 .entry(row.agency)
                 .or_default()
-                .push(row.bet.document);
+                .push(row.document().to_string());
         }
     }
     Ok(winners)
