@@ -162,6 +162,8 @@ impl Agency {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
+            // 256 KiB reads instead of the default 8 KiB: far fewer system calls.
+            .buffer_capacity(256 * 1024)
             .from_path(&self.config.data_file)
             .map_err(|e| ClientError::DataFile {
                 path: self.config.data_file.clone(),
@@ -267,16 +269,23 @@ impl Agency {
         during: &'static str,
     ) -> Result<Reply, ClientError> {
         match conn.read_reply() {
-            Ok(Some(Reply::Error { code, detail })) => Err(ClientError::Refused {
-                during,
-                code,
-                detail,
-            }),
-            Ok(Some(reply)) => Ok(reply),
+            Ok(Some(reply)) => refusal_as_error(reply, during),
             Ok(None) if self.shutdown.is_triggered() => Err(ClientError::Interrupted),
             Ok(None) => Err(ClientError::ServerClosed { during }),
             Err(e) => Err(self.connection_error(during, e)),
         }
+    }
+
+    /// Queues a message; it goes out with the next `flush`.
+    fn queue(&self, conn: &mut Connection, bytes: &[u8]) {
+        conn.queue_bytes(bytes);
+        self.bytes_sent
+            .set(self.bytes_sent.get() + bytes.len() as u64);
+    }
+
+    fn flush(&self, conn: &mut Connection, during: &'static str) -> Result<(), ClientError> {
+        conn.flush()
+            .map_err(|e| self.connection_error(during, ConnectionError::Io(e)))
     }
 
     fn send(
@@ -285,11 +294,8 @@ impl Agency {
         bytes: &[u8],
         during: &'static str,
     ) -> Result<(), ClientError> {
-        conn.queue_bytes(bytes);
-        self.bytes_sent
-            .set(self.bytes_sent.get() + bytes.len() as u64);
-        conn.flush()
-            .map_err(|e| self.connection_error(during, ConnectionError::Io(e)))
+        self.queue(conn, bytes);
+        self.flush(conn, during)
     }
 
     /// Streams the file into batches; returns (bets acknowledged, rows refused).
@@ -354,14 +360,19 @@ impl Agency {
         if batch.count > 0 {
             acked += self.send_batch(conn, &mut batch, &mut awaiting_ack)?;
         }
+        self.flush(conn, SENDING_BATCHES)?;
         while !awaiting_ack.is_empty() {
-            acked += self.await_ack(conn, &mut awaiting_ack)?;
+            acked += self.take_ack(conn, &mut awaiting_ack, true)?.unwrap_or(0);
         }
         Ok((acked, invalid))
     }
 
     /// Sends the packed batch and empties it; if the window is full, first waits
     /// for the oldest ack. Returns the bets acknowledged meanwhile.
+    /// Queues a batch. When `batches_in_flight` are already unacknowledged, first
+    /// sends everything queued in one write, waits for the oldest ack and takes
+    /// every ack that arrived with it: the window then refills with several
+    /// batches per write, and the server reads several per system call.
     fn send_batch(
         &self,
         conn: &mut Connection,
@@ -369,8 +380,12 @@ impl Agency {
         awaiting_ack: &mut VecDeque<usize>,
     ) -> Result<u64, ClientError> {
         let mut acked = 0;
-        while awaiting_ack.len() >= self.config.batches_in_flight {
-            acked += self.await_ack(conn, awaiting_ack)?;
+        if awaiting_ack.len() >= self.config.batches_in_flight {
+            self.flush(conn, SENDING_BATCHES)?;
+            acked += self.take_ack(conn, awaiting_ack, true)?.unwrap_or(0);
+            while let Some(count) = self.take_ack(conn, awaiting_ack, false)? {
+                acked += count;
+            }
         }
         let count = u16::try_from(batch.count).unwrap_or(u16::MAX);
         let message =
@@ -380,7 +395,7 @@ impl Agency {
                     reply: e.to_string(),
                 }
             })?;
-        self.send(conn, &message, "sending a batch")?;
+        self.queue(conn, &message);
         debug!(
             "action: apuesta_enviada | result: in_progress | cantidad: {}",
             batch.count
@@ -391,17 +406,33 @@ impl Agency {
         Ok(acked)
     }
 
-    fn await_ack(
+    /// Takes the oldest unacknowledged batch's ack and returns its bet count.
+    /// With `wait`, blocks for it; without, takes it only if it is already
+    /// buffered (`None` otherwise, or when no batch awaits an ack).
+    fn take_ack(
         &self,
         conn: &mut Connection,
         awaiting_ack: &mut VecDeque<usize>,
-    ) -> Result<u64, ClientError> {
+        wait: bool,
+    ) -> Result<Option<u64>, ClientError> {
         const DURING: &str = "waiting for a batch's ack";
-        let expected = awaiting_ack.pop_front().unwrap_or(0);
-        match self.read_reply(conn, DURING)? {
+        let Some(&expected) = awaiting_ack.front() else {
+            return Ok(None);
+        };
+        let reply = if wait {
+            self.read_reply(conn, DURING)?
+        } else {
+            match conn.next_buffered_reply() {
+                Ok(Some(reply)) => refusal_as_error(reply, DURING)?,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(self.connection_error(DURING, e.into())),
+            }
+        };
+        awaiting_ack.pop_front();
+        match reply {
             Reply::BetsAck { count } if usize::from(count) == expected => {
                 debug!("action: apuesta_enviada | result: success | cantidad: {count}");
-                Ok(u64::from(count))
+                Ok(Some(u64::from(count)))
             }
             other => Err(ClientError::UnexpectedReply {
                 during: DURING,
@@ -506,6 +537,21 @@ impl Agency {
 }
 
 /// Joins the payloads of WINNERS_PART/WINNERS and splits them into documents.
+/// What the client is doing while batches go out, for error messages.
+const SENDING_BATCHES: &str = "sending a batch";
+
+/// An ERROR reply as the client's error; any other reply as it is.
+fn refusal_as_error(reply: Reply, during: &'static str) -> Result<Reply, ClientError> {
+    match reply {
+        Reply::Error { code, detail } => Err(ClientError::Refused {
+            during,
+            code,
+            detail,
+        }),
+        reply => Ok(reply),
+    }
+}
+
 fn split_documents(parts: &[String]) -> Vec<String> {
     parts
         .iter()

@@ -15,9 +15,10 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// Read buffer of a server-side connection: room for two largest messages, so
-/// several pipelined batches are taken in per read.
-pub const SERVER_READ_BUFFER_LEN: usize = 2 * protocol::MAX_MESSAGE_LEN;
+/// Read buffer of a server-side connection: room for eight largest messages, so
+/// an agency's pipelined batches come in with few reads (each system call is
+/// dear on a virtual machine), at 64 KiB per connection.
+pub const SERVER_READ_BUFFER_LEN: usize = 8 * protocol::MAX_MESSAGE_LEN;
 /// Read buffer of a client-side connection: one largest reply (a full WINNERS).
 pub const CLIENT_READ_BUFFER_LEN: usize = protocol::MAX_REPLY_LEN;
 
@@ -94,6 +95,10 @@ pub struct Connection {
     outgoing: Vec<u8>,
     idle_timeout: Duration,
     last_message_at: Instant,
+    /// The socket's current mode and read timeout, so that they are only
+    /// changed (one system call each) when they must be.
+    nonblocking: bool,
+    read_timeout: Option<Duration>,
 }
 
 impl Connection {
@@ -114,7 +119,31 @@ impl Connection {
             outgoing: Vec::new(),
             idle_timeout,
             last_message_at: Instant::now(),
+            nonblocking: false,
+            read_timeout: None,
         })
+    }
+
+    fn set_nonblocking(&mut self, nonblocking: bool) -> io::Result<()> {
+        if self.nonblocking != nonblocking {
+            self.stream.set_nonblocking(nonblocking)?;
+            self.nonblocking = nonblocking;
+        }
+        Ok(())
+    }
+
+    /// Makes a blocking read return by `left` from now. A shorter timeout than
+    /// needed only costs an extra turn of the caller's loop, so the one already
+    /// set is kept while it is no longer than `left` and not far shorter.
+    fn set_read_timeout(&mut self, left: Duration) -> io::Result<()> {
+        let keep = self
+            .read_timeout
+            .is_some_and(|set| set <= left && set >= left / 2);
+        if !keep {
+            self.stream.set_read_timeout(Some(left))?;
+            self.read_timeout = Some(left);
+        }
+        Ok(())
     }
 
     /// Bytes received that do not yet make a whole message.
@@ -146,6 +175,11 @@ impl Connection {
         self.next_buffered(protocol::decode_request)
     }
 
+    /// The next reply already buffered, if a whole one is.
+    pub fn next_buffered_reply(&mut self) -> Result<Option<Reply>, ProtocolError> {
+        self.next_buffered(protocol::decode_reply)
+    }
+
     /// Reads more bytes from the socket. With `wait`, blocks until bytes arrive,
     /// the peer closes, or the idle deadline passes; without, takes only what is
     /// already there. A close with part of a message buffered is an error.
@@ -165,10 +199,8 @@ impl Connection {
             }
             .into());
         }
-        if !wait {
-            self.stream.set_nonblocking(true)?;
-        }
-        let result = loop {
+        self.set_nonblocking(!wait)?;
+        loop {
             if wait {
                 let waited = self.last_message_at.elapsed();
                 let Some(left) = self
@@ -176,24 +208,24 @@ impl Connection {
                     .checked_sub(waited)
                     .filter(|d| !d.is_zero())
                 else {
-                    break Err(ConnectionError::IdleTimeout { waited });
+                    return Err(ConnectionError::IdleTimeout { waited });
                 };
-                self.stream.set_read_timeout(Some(left))?;
+                self.set_read_timeout(left)?;
             }
             match self.stream.read(&mut self.buffer[self.end..]) {
                 Ok(0) if self.buffered() > 0 => {
-                    break Err(ConnectionError::ClosedMidMessage {
+                    return Err(ConnectionError::ClosedMidMessage {
                         buffered: self.buffered(),
                     });
                 }
-                Ok(0) => break Ok(Fill::Closed),
+                Ok(0) => return Ok(Fill::Closed),
                 Ok(n) => {
                     self.end += n;
-                    break Ok(Fill::Data);
+                    return Ok(Fill::Data);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if !wait && e.kind() == io::ErrorKind::WouldBlock => {
-                    break Ok(Fill::Nothing);
+                    return Ok(Fill::Nothing);
                 }
                 // A read timeout shows as WouldBlock or TimedOut; the loop's
                 // deadline check turns it into IdleTimeout.
@@ -206,13 +238,9 @@ impl Connection {
                 {
                     continue;
                 }
-                Err(e) => break Err(e.into()),
+                Err(e) => return Err(e.into()),
             }
-        };
-        if !wait {
-            self.stream.set_nonblocking(false)?;
         }
-        result
     }
 
     /// Reads the next whole reply, blocking up to the idle timeout. `Ok(None)`
@@ -240,11 +268,13 @@ impl Connection {
         self.outgoing.extend_from_slice(bytes);
     }
 
-    /// Writes everything queued, looping over short writes.
+    /// Writes everything queued, looping over short writes (blocking, up to the
+    /// write timeout, even if the last read did not block).
     pub fn flush(&mut self) -> io::Result<()> {
         if self.outgoing.is_empty() {
             return Ok(());
         }
+        self.set_nonblocking(false)?;
         let result = self.stream.write_all(&self.outgoing);
         self.outgoing.clear();
         result

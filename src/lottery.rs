@@ -31,7 +31,7 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when the draw completes or shutdown begins: wakes GET_WINNERS.
     drawn: Condvar,
-    /// Signalled when a batch ends: wakes the draw waiting for batches in flight.
+    /// Signalled when the last batch in flight ends while the draw waits for it.
     /// Kept apart from `drawn` so that hundreds of waiting GET_WINNERS are not
     /// woken for every stored batch.
     batch_done: Condvar,
@@ -40,6 +40,9 @@ struct Shared {
 struct State {
     finished: BTreeSet<u32>,
     batches_in_flight: usize,
+    /// The draw is waiting for `batches_in_flight` to reach zero. Without it,
+    /// the last batch of every burst would pay a wake-up system call for nobody.
+    draw_waiting: bool,
     draw: Draw,
     shutting_down: bool,
 }
@@ -93,9 +96,9 @@ impl Drop for BatchPermit {
     fn drop(&mut self) {
         let mut state = self.lottery.lock();
         state.batches_in_flight -= 1;
-        let last = state.batches_in_flight == 0;
+        let wake_draw = state.batches_in_flight == 0 && state.draw_waiting;
         drop(state);
-        if last {
+        if wake_draw {
             self.lottery.shared.batch_done.notify_all();
         }
     }
@@ -110,6 +113,7 @@ impl Lottery {
                 state: Mutex::new(State {
                     finished: BTreeSet::new(),
                     batches_in_flight: 0,
+                    draw_waiting: false,
                     draw: Draw::NotYet,
                     shutting_down: false,
                 }),
@@ -192,12 +196,14 @@ impl Lottery {
     }
 
     fn wait_for_stored_batches(&self) {
-        let state = self.lock();
-        let _state = self
+        let mut state = self.lock();
+        state.draw_waiting = true;
+        let mut state = self
             .shared
             .batch_done
             .wait_while(state, |s| s.batches_in_flight > 0)
             .unwrap_or_else(PoisonError::into_inner);
+        state.draw_waiting = false;
     }
 
     /// The agency's winners, waiting up to `wait` for the draw.
