@@ -28,6 +28,7 @@ use crate::protocol::{self, ErrorCode, Reply, Request};
 use crate::shutdown::{self, Shutdown};
 use crate::storage::{Appended, BetStore, StorageError};
 use log::{debug, error, info, log_enabled, warn};
+use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -160,12 +161,31 @@ pub struct Server {
     open: Arc<OpenConnections>,
 }
 
+/// Connections the kernel completes and queues for `accept`. std's
+/// `TcpListener::bind` fixes it at 128: a thousand agencies starting at once
+/// overflowed it on a busy 2-core machine (dropped handshakes, then a reset
+/// connection mid-ingest). The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listening socket on `address`, set up as `TcpListener::bind` does
+/// (address reuse, close-on-exec) but with a backlog of `LISTEN_BACKLOG`.
+fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 impl Server {
     /// Opens the listening socket and the bets file (which must be new or empty).
     pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         let address = SocketAddr::new(config.ip, config.port);
-        let listener =
-            TcpListener::bind(address).map_err(|source| ServerError::Bind { address, source })?;
+        let listener = listen(address).map_err(|source| ServerError::Bind { address, source })?;
         let store = BetStore::create(&config.bets_file)?;
         Ok(Server {
             listener,
