@@ -1,9 +1,13 @@
 //! A bet and the rules it must satisfy.
 //!
-//! This module owns the `Bet` value and its validation (`Bet::validate`), the
+//! This module owns the `Bet` value and its validation (`BetRef::validate`), the
 //! calendar arithmetic the birthdate rule needs (leap years, today's UTC date),
-//! and the parsing of one agency CSV row into a `Bet`. It knows nothing of sockets
+//! and the parsing of one agency CSV row into a bet. It knows nothing of sockets
 //! or files: the server and the client both call it, so both apply the same rules.
+//!
+//! `BetRef` is a bet whose text is borrowed from a received message or a CSV
+//! row: the server and the client check and copy millions of bets, and a bet
+//! that is only passed through needs no allocation of its own.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,6 +31,30 @@ pub struct Bet {
     pub document: String,
     pub birthdate: String,
     pub number: u16,
+}
+
+/// A bet whose text fields are borrowed (from a message body, a CSV row or a
+/// `Bet`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BetRef<'a> {
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub document: &'a str,
+    pub birthdate: &'a str,
+    pub number: u16,
+}
+
+impl BetRef<'_> {
+    /// An owned copy.
+    pub fn to_bet(&self) -> Bet {
+        Bet {
+            first_name: self.first_name.to_string(),
+            last_name: self.last_name.to_string(),
+            document: self.document.to_string(),
+            birthdate: self.birthdate.to_string(),
+            number: self.number,
+        }
+    }
 }
 
 /// A calendar date (proleptic Gregorian), compared field by field.
@@ -254,14 +282,32 @@ fn validate_birthdate(birthdate: &str, today: Date) -> Result<(), BetError> {
 }
 
 impl Bet {
+    /// The bet, borrowed.
+    pub fn as_ref(&self) -> BetRef<'_> {
+        BetRef {
+            first_name: &self.first_name,
+            last_name: &self.last_name,
+            document: &self.document,
+            birthdate: &self.birthdate,
+            number: self.number,
+        }
+    }
+
+    /// Checks every rule of the protocol: see `BetRef::validate`.
+    pub fn validate(&self, today: Date) -> Result<(), BetError> {
+        self.as_ref().validate(today)
+    }
+}
+
+impl<'a> BetRef<'a> {
     /// Checks every rule of the protocol against `today` (the caller's UTC date,
     /// passed in so that a whole batch is judged against one date and tests can
     /// pin it). Returns the first rule broken, in field order.
     pub fn validate(&self, today: Date) -> Result<(), BetError> {
-        validate_name("first_name", &self.first_name)?;
-        validate_name("last_name", &self.last_name)?;
-        validate_document(&self.document)?;
-        validate_birthdate(&self.birthdate, today)?;
+        validate_name("first_name", self.first_name)?;
+        validate_name("last_name", self.last_name)?;
+        validate_document(self.document)?;
+        validate_birthdate(self.birthdate, today)?;
         if self.number > MAX_NUMBER {
             return Err(BetError::NumberOutOfRange {
                 number: u32::from(self.number),
@@ -270,25 +316,22 @@ impl Bet {
         Ok(())
     }
 
-    /// Builds a bet from one agency CSV row
-    /// (`first_name,last_name,document,birthdate,number`) and validates it.
-    pub fn from_agency_row(row: &csv::ByteRecord, today: Date) -> Result<Bet, BetError> {
+    /// Reads one agency CSV row (`first_name,last_name,document,birthdate,number`)
+    /// as a bet borrowed from the row, and validates it.
+    pub fn from_agency_row(row: &'a csv::ByteRecord, today: Date) -> Result<Self, BetError> {
         if row.len() != AGENCY_CSV_COLUMNS {
             return Err(BetError::WrongColumnCount { found: row.len() });
         }
-        let text = |index: usize, field: &'static str| -> Result<String, BetError> {
+        let text = |index: usize, field: &'static str| -> Result<&'a str, BetError> {
             let bytes = row.get(index).unwrap_or_default();
-            std::str::from_utf8(bytes)
-                .map(str::to_string)
-                .map_err(|_| BetError::NotUtf8 { field })
+            std::str::from_utf8(bytes).map_err(|_| BetError::NotUtf8 { field })
         };
-        let number_text = text(4, "number")?;
-        let bet = Bet {
+        let bet = BetRef {
             first_name: text(0, "first_name")?,
             last_name: text(1, "last_name")?,
             document: text(2, "document")?,
             birthdate: text(3, "birthdate")?,
-            number: parse_number(&number_text)?,
+            number: parse_number(text(4, "number")?)?,
         };
         bet.validate(today)?;
         Ok(bet)
@@ -478,10 +521,13 @@ mod tests {
     #[test]
     fn agency_rows_need_five_utf8_columns() {
         let row = csv::ByteRecord::from(vec!["Ana", "Gil", "123", "2000-01-01", "0001"]);
-        assert_eq!(Bet::from_agency_row(&row, TODAY).map(|b| b.number), Ok(1));
+        assert_eq!(
+            BetRef::from_agency_row(&row, TODAY).map(|b| b.number),
+            Ok(1)
+        );
         let short = csv::ByteRecord::from(vec!["Ana", "Gil", "123", "2000-01-01"]);
         assert_eq!(
-            Bet::from_agency_row(&short, TODAY),
+            BetRef::from_agency_row(&short, TODAY),
             Err(BetError::WrongColumnCount { found: 4 })
         );
         let mut bad_utf8 = csv::ByteRecord::new();
@@ -489,7 +535,7 @@ mod tests {
             bad_utf8.push_field(field);
         }
         assert_eq!(
-            Bet::from_agency_row(&bad_utf8, TODAY),
+            BetRef::from_agency_row(&bad_utf8, TODAY),
             Err(BetError::NotUtf8 {
                 field: "first_name"
             })

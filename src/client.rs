@@ -8,7 +8,7 @@
 //! and its ack the connection is closed, and the winners are asked for on a new
 //! connection per attempt until the draw has happened or the timeout passes.
 
-use crate::bet::{Bet, Date};
+use crate::bet::{BetRef, Date};
 use crate::config::ClientConfig;
 use crate::connection::{self, Connection, ConnectionError};
 use crate::protocol::{self, ErrorCode, Reply, Request};
@@ -334,7 +334,7 @@ impl Agency {
                 break;
             }
             line += 1;
-            let bet = match Bet::from_agency_row(&record, today) {
+            let bet = match BetRef::from_agency_row(&record, today) {
                 Ok(bet) => bet,
                 Err(e) => {
                     warn!("action: apuesta_invalida | result: fail | linea: {line} | error: {e}");
@@ -343,7 +343,7 @@ impl Agency {
                 }
             };
             encoded.clear();
-            if let Err(e) = protocol::encode_bet(&bet, &mut encoded) {
+            if let Err(e) = protocol::encode_bet(bet, &mut encoded) {
                 warn!("action: apuesta_invalida | result: fail | linea: {line} | error: {e}");
                 invalid += 1;
                 continue;

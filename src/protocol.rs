@@ -6,7 +6,7 @@
 //! input, whatever its length. Integers are big-endian; a `str16` is a u16 byte
 //! length followed by that many bytes of UTF-8.
 
-use crate::bet::Bet;
+use crate::bet::{Bet, BetRef};
 use std::fmt;
 
 /// No message may be longer than this, id and lengths included (WINNERS and
@@ -44,11 +44,51 @@ pub mod id {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// A batch of bets, stored all or nothing.
-    Bets { agency: u32, bets: Vec<Bet> },
+    Bets { agency: u32, batch: BetBatch },
     /// The agency has sent all its bets.
     Finish { agency: u32 },
     /// The agency asks for its winners.
     GetWinners { agency: u32 },
+}
+
+/// The bets of a BETS message, kept as their encoded body (one allocation per
+/// batch, none per bet). Only the decoder and `BetBatch::new` make one, so the
+/// body always holds exactly `count` well-formed bets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BetBatch {
+    count: u16,
+    body: Vec<u8>,
+}
+
+impl BetBatch {
+    /// Encodes `bets` into a batch; an error if they do not fit one message.
+    pub fn new(bets: &[Bet]) -> Result<BetBatch, ProtocolError> {
+        let count = u16::try_from(bets.len())
+            .map_err(|_| malformed(format!("{} bets do not fit a u16 count", bets.len())))?;
+        let mut body = Vec::new();
+        for bet in bets {
+            encode_bet(bet.as_ref(), &mut body)?;
+        }
+        Ok(BetBatch { count, body })
+    }
+
+    /// How many bets the batch holds.
+    pub fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// Whether the batch holds no bets.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The bets, borrowed from the body.
+    pub fn bets(&self) -> impl Iterator<Item = BetRef<'_>> {
+        let mut fields = Fields::new(&self.body);
+        // The body was checked when the batch was made, so no read fails; were
+        // one to, the bets would end there rather than panic.
+        (0..self.count).map_while(move |_| read_bet(&mut fields).ok())
+    }
 }
 
 /// A message from the server to an agency.
@@ -285,7 +325,7 @@ pub fn decode_request(buf: &[u8]) -> Decoded<Request> {
             let _body_len = fields.u16("body_len")?;
             Request::Bets {
                 agency,
-                bets: decode_bets(&mut fields, count)?,
+                batch: decode_bets(&mut fields, count)?,
             }
         }
         id::FINISH => Request::Finish { agency },
@@ -294,31 +334,38 @@ pub fn decode_request(buf: &[u8]) -> Decoded<Request> {
     Ok(Some((request, len)))
 }
 
-fn decode_bets(body: &mut Fields<'_>, count: u16) -> Result<Vec<Bet>, ProtocolError> {
-    let count = usize::from(count);
-    if count * MIN_ENCODED_BET_LEN > body.remaining() {
+fn decode_bets(body: &mut Fields<'_>, count: u16) -> Result<BetBatch, ProtocolError> {
+    let start = body.pos;
+    let bets = usize::from(count);
+    if bets * MIN_ENCODED_BET_LEN > body.remaining() {
         return Err(malformed(format!(
-            "count {count} bets cannot fit in a body of {} bytes",
+            "count {bets} bets cannot fit in a body of {} bytes",
             body.remaining()
         )));
     }
-    let mut bets = Vec::with_capacity(count);
-    for _ in 0..count {
-        bets.push(Bet {
-            first_name: body.str16("first_name")?.to_string(),
-            last_name: body.str16("last_name")?.to_string(),
-            document: body.str16("document")?.to_string(),
-            birthdate: body.str16("birthdate")?.to_string(),
-            number: body.u16("number")?,
-        });
+    for _ in 0..bets {
+        read_bet(body)?;
     }
     if body.remaining() != 0 {
         return Err(malformed(format!(
-            "{} trailing bytes after {count} bets",
+            "{} trailing bytes after {bets} bets",
             body.remaining()
         )));
     }
-    Ok(bets)
+    Ok(BetBatch {
+        count,
+        body: body.bytes[start..].to_vec(),
+    })
+}
+
+fn read_bet<'a>(body: &mut Fields<'a>) -> Result<BetRef<'a>, ProtocolError> {
+    Ok(BetRef {
+        first_name: body.str16("first_name")?,
+        last_name: body.str16("last_name")?,
+        document: body.str16("document")?,
+        birthdate: body.str16("birthdate")?,
+        number: body.u16("number")?,
+    })
 }
 
 fn put_str16(out: &mut Vec<u8>, text: &str, what: &str) -> Result<(), ProtocolError> {
@@ -334,11 +381,11 @@ fn put_str16(out: &mut Vec<u8>, text: &str, what: &str) -> Result<(), ProtocolEr
 }
 
 /// Appends one bet's wire form to a BETS body.
-pub fn encode_bet(bet: &Bet, body: &mut Vec<u8>) -> Result<(), ProtocolError> {
-    put_str16(body, &bet.first_name, "first_name")?;
-    put_str16(body, &bet.last_name, "last_name")?;
-    put_str16(body, &bet.document, "document")?;
-    put_str16(body, &bet.birthdate, "birthdate")?;
+pub fn encode_bet(bet: BetRef<'_>, body: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    put_str16(body, bet.first_name, "first_name")?;
+    put_str16(body, bet.last_name, "last_name")?;
+    put_str16(body, bet.document, "document")?;
+    put_str16(body, bet.birthdate, "birthdate")?;
     body.extend_from_slice(&bet.number.to_be_bytes());
     Ok(())
 }
@@ -375,15 +422,8 @@ impl Request {
     /// The request's bytes; an error if it breaks a size limit.
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
         match self {
-            Request::Bets { agency, bets } => {
-                let count = u16::try_from(bets.len()).map_err(|_| {
-                    malformed(format!("{} bets do not fit a u16 count", bets.len()))
-                })?;
-                let mut body = Vec::new();
-                for bet in bets {
-                    encode_bet(bet, &mut body)?;
-                }
-                encode_bets_message(*agency, count, &body)
+            Request::Bets { agency, batch } => {
+                encode_bets_message(*agency, batch.count, &batch.body)
             }
             Request::Finish { agency } => Ok(agency_message(id::FINISH, *agency)),
             Request::GetWinners { agency } => Ok(agency_message(id::GET_WINNERS, *agency)),
@@ -573,7 +613,7 @@ mod tests {
         vec![
             Request::Bets {
                 agency: 3,
-                bets: vec![bet("Ana", 7574), bet("José Ñ", 0)],
+                batch: BetBatch::new(&[bet("Ana", 7574), bet("José Ñ", 0)]).unwrap(),
             },
             Request::Finish { agency: 1 },
             Request::GetWinners {
@@ -601,6 +641,28 @@ mod tests {
     }
 
     #[test]
+    fn a_decoded_batch_lends_back_exactly_its_bets() {
+        let bets = vec![
+            bet("Ana", 7574),
+            bet("José Ñandú", 0),
+            bet("O'Neil, \"x\"", 9999),
+        ];
+        let bytes = Request::Bets {
+            agency: 9,
+            batch: BetBatch::new(&bets).unwrap(),
+        }
+        .encode()
+        .unwrap();
+        let Ok(Some((Request::Bets { agency, batch }, used))) = decode_request(&bytes) else {
+            panic!("a BETS message did not decode");
+        };
+        assert_eq!((agency, used, batch.len()), (9, bytes.len(), 3));
+        let lent: Vec<Bet> = batch.bets().map(|b| b.to_bet()).collect();
+        assert_eq!(lent, bets);
+        assert!(BetBatch::new(&[]).unwrap().is_empty());
+    }
+
+    #[test]
     fn requests_have_the_exact_documented_bytes() {
         assert_eq!(
             Request::Finish { agency: 2 }.encode().unwrap(),
@@ -619,7 +681,7 @@ mod tests {
         };
         let bytes = Request::Bets {
             agency: 1,
-            bets: vec![one],
+            batch: BetBatch::new(&[one]).unwrap(),
         }
         .encode()
         .unwrap();
@@ -695,7 +757,7 @@ mod tests {
         // Keep the header's body_len but lie about a string length inside.
         let mut bytes = Request::Bets {
             agency: 1,
-            bets: vec![bet("Ana", 1)],
+            batch: BetBatch::new(&[bet("Ana", 1)]).unwrap(),
         }
         .encode()
         .unwrap();
@@ -730,7 +792,7 @@ mod tests {
 
         let mut trailing = Request::Bets {
             agency: 1,
-            bets: vec![bet("Ana", 1)],
+            batch: BetBatch::new(&[bet("Ana", 1)]).unwrap(),
         }
         .encode()
         .unwrap();
@@ -743,7 +805,7 @@ mod tests {
 
         let mut bad_utf8 = Request::Bets {
             agency: 1,
-            bets: vec![bet("Ana", 1)],
+            batch: BetBatch::new(&[bet("Ana", 1)]).unwrap(),
         }
         .encode()
         .unwrap();

@@ -20,11 +20,11 @@
 //! (their handlers answer ERROR SHUTTING_DOWN and end), joins every handler
 //! thread and flushes the bets file, logging each step.
 
-use crate::bet::Date;
+use crate::bet::{BetRef, Date};
 use crate::config::ServerConfig;
 use crate::connection::{self, Connection, ConnectionError, Fill};
 use crate::lottery::{BatchPermit, BatchRefusal, Lottery, WinnersAnswer};
-use crate::protocol::{self, ErrorCode, Reply, Request};
+use crate::protocol::{self, BetBatch, ErrorCode, Reply, Request};
 use crate::shutdown::{self, Shutdown};
 use crate::storage::{Appended, BetStore, StorageError};
 use log::{debug, error, info, log_enabled, warn};
@@ -579,7 +579,7 @@ impl Handler {
             return self.flush();
         }
         match request {
-            Request::Bets { agency, bets } => self.handle_bets(agency, bets),
+            Request::Bets { agency, batch } => self.handle_bets(agency, &batch),
             Request::Finish { agency } => self.handle_finish(agency),
             Request::GetWinners { agency } => self.handle_get_winners(agency),
         }
@@ -600,8 +600,9 @@ impl Handler {
         self.flush()
     }
 
-    fn handle_bets(&mut self, agency: u32, bets: Vec<crate::bet::Bet>) -> Result<(), Ending> {
-        let count = bets.len();
+    fn handle_bets(&mut self, agency: u32, batch: &BetBatch) -> Result<(), Ending> {
+        let count = batch.len();
+        let bets: Vec<BetRef<'_>> = batch.bets().collect();
         let today = Date::today_utc();
         if let Some((index, reason)) = bets
             .iter()
@@ -624,7 +625,7 @@ impl Handler {
                 return Err(Ending::ShuttingDown);
             }
         };
-        let appended = match self.store.append(agency, &bets) {
+        let appended = match self.store.append(agency, bets.iter().copied()) {
             Ok(appended) => appended,
             Err(e) => {
                 drop(permit);

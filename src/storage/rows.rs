@@ -12,7 +12,7 @@
 //! draw needs nothing more, so it allocates nothing per row; the names are only
 //! unquoted when a caller asks for an owned bet (`StoredRow::to_bet`).
 
-use crate::bet::Bet;
+use crate::bet::{Bet, BetRef};
 
 /// One stored row, borrowed from the buffer it was read into. The agency,
 /// number and document are checked; the names and birthdate are only checked
@@ -56,12 +56,12 @@ impl StoredRow<'_> {
 }
 
 /// Appends one stored row to `out`.
-pub fn write_row(out: &mut Vec<u8>, agency: u32, bet: &Bet) {
+pub fn write_row(out: &mut Vec<u8>, agency: u32, bet: BetRef<'_>) {
     write_decimal(out, u64::from(agency));
     out.push(b',');
-    write_name(out, &bet.first_name);
+    write_name(out, bet.first_name);
     out.push(b',');
-    write_name(out, &bet.last_name);
+    write_name(out, bet.last_name);
     out.push(b',');
     out.extend_from_slice(bet.document.as_bytes());
     out.push(b',');
@@ -256,9 +256,9 @@ mod tests {
     #[test]
     fn rows_are_written_as_the_reference_writes_them() {
         let mut out = Vec::new();
-        write_row(&mut out, 3, &bet("Ana", "Gómez", 42));
-        write_row(&mut out, 1000, &bet("O\"Brien, Jr", "Pérez", 7574));
-        write_row(&mut out, 0, &bet("A", "B", 0));
+        write_row(&mut out, 3, bet("Ana", "Gómez", 42).as_ref());
+        write_row(&mut out, 1000, bet("O\"Brien, Jr", "Pérez", 7574).as_ref());
+        write_row(&mut out, 0, bet("A", "B", 0).as_ref());
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "3,Ana,Gómez,30904465,1999-03-17,42\r\n\
@@ -284,7 +284,7 @@ mod tests {
             for last in names {
                 let bet = bet(first, last, 7574);
                 let mut line = Vec::new();
-                write_row(&mut line, 4_000_000_000, &bet);
+                write_row(&mut line, 4_000_000_000, bet.as_ref());
                 let row = parse_row(line.strip_suffix(b"\n").unwrap()).unwrap();
                 assert_eq!(row.agency, 4_000_000_000);
                 assert_eq!((row.document(), row.number), ("30904465", 7574));
