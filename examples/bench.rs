@@ -408,7 +408,9 @@ fn main() -> ExitCode {
         "÷copy",
         "÷disk"
     );
+    let bench_started = Instant::now();
     for workload in &workloads {
+        let workload_started = Instant::now();
         let data = match ensure_data(workload) {
             Ok(d) => d,
             Err(e) => {
@@ -476,7 +478,17 @@ fn main() -> ExitCode {
             "{},{},{},{runs},{wall:.0},{min:.0},{max:.0},{ingest:.0},{draw:.0},{server_rss:.1},{client_rss:.1},{wire:.1},{copy:.0},{disk:.0},{:.2},{:.2}",
             workload.name, workload.bets, workload.agencies, wall / copy, wall / disk
         ));
+        eprintln!(
+            "bench: {} took {:.0} s for {runs} runs with their baselines",
+            workload.name,
+            workload_started.elapsed().as_secs_f64()
+        );
     }
+    println!(
+        "bench: {} workloads in {:.0} s",
+        workloads.len(),
+        bench_started.elapsed().as_secs_f64()
+    );
     let results = PathBuf::from(BENCH_DIR).join("results.csv");
     if let Err(e) = fs::write(&results, csv.join("\n") + "\n") {
         eprintln!("bench: could not write {}: {e}", results.display());
