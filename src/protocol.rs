@@ -552,37 +552,32 @@ pub fn decode_reply(buf: &[u8]) -> Decoded<Reply> {
     Ok(Some((reply, len)))
 }
 
-/// The replies that carry an agency's winners: one WINNERS when the joined list
-/// fits in `MAX_WINNERS_PAYLOAD_LEN` bytes, else WINNERS_PART messages of whole
-/// documents and a final, non-empty WINNERS.
-pub fn winners_replies(documents: &[String]) -> Vec<Reply> {
-    let mut parts: Vec<String> = vec![String::new()];
-    for document in documents {
-        let current = parts
-            .last_mut()
-            .expect("parts always holds the part being filled");
-        let needed = document.len() + usize::from(!current.is_empty());
-        if !current.is_empty() && current.len() + needed > MAX_WINNERS_PAYLOAD_LEN {
-            parts.push(document.clone());
-            continue;
-        }
-        if !current.is_empty() {
-            current.push(',');
-        }
-        current.push_str(document);
+/// The replies that carry an agency's winners, given as one comma-separated
+/// list: one WINNERS when it fits in `MAX_WINNERS_PAYLOAD_LEN` bytes, else
+/// WINNERS_PART messages of whole documents (cut at a comma, which is dropped)
+/// and a final, non-empty WINNERS.
+pub fn winners_replies(documents: &str) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    let mut rest = documents;
+    while rest.len() > MAX_WINNERS_PAYLOAD_LEN {
+        // The last comma that keeps the part within the limit. Documents are at
+        // most ten digits, so there is one; were there none, the whole first
+        // document would go out and its encoding would report it too large.
+        let bytes = rest.as_bytes();
+        let cut = bytes[..=MAX_WINNERS_PAYLOAD_LEN]
+            .iter()
+            .rposition(|&b| b == b',')
+            .or_else(|| bytes.iter().position(|&b| b == b','))
+            .unwrap_or(rest.len());
+        replies.push(Reply::WinnersPart {
+            documents: rest[..cut].to_string(),
+        });
+        rest = rest.get(cut + 1..).unwrap_or_default();
     }
-    let last = parts.len() - 1;
-    parts
-        .into_iter()
-        .enumerate()
-        .map(|(index, documents)| {
-            if index == last {
-                Reply::Winners { documents }
-            } else {
-                Reply::WinnersPart { documents }
-            }
-        })
-        .collect()
+    replies.push(Reply::Winners {
+        documents: rest.to_string(),
+    });
+    replies
 }
 
 #[cfg(test)]
@@ -850,14 +845,14 @@ mod tests {
     #[test]
     fn short_winner_lists_are_one_message_and_long_ones_split_on_whole_documents() {
         assert_eq!(
-            winners_replies(&[]),
+            winners_replies(""),
             vec![Reply::Winners {
                 documents: String::new()
             }]
         );
         let few: Vec<String> = vec!["1".into(), "22".into()];
         assert_eq!(
-            winners_replies(&few),
+            winners_replies(&few.join(",")),
             vec![Reply::Winners {
                 documents: "1,22".into()
             }]
@@ -866,12 +861,12 @@ mod tests {
         // 10-digit documents: 5957 of them and their commas are 65,526 bytes, one
         // message; one more is 65,537 bytes, two.
         let docs: Vec<String> = (0..5957u64).map(|i| format!("{:010}", i)).collect();
-        assert_eq!(winners_replies(&docs).len(), 1);
+        assert_eq!(winners_replies(&docs.join(",")).len(), 1);
         let docs: Vec<String> = (0..5958u64).map(|i| format!("{:010}", i)).collect();
-        assert_eq!(winners_replies(&docs).len(), 2);
+        assert_eq!(winners_replies(&docs.join(",")).len(), 2);
 
         let docs: Vec<String> = (0..20_000u64).map(|i| format!("{:010}", i)).collect();
-        let replies = winners_replies(&docs);
+        let replies = winners_replies(&docs.join(","));
         assert!(replies.len() > 1);
         let mut joined = Vec::new();
         for (index, reply) in replies.iter().enumerate() {

@@ -670,7 +670,7 @@ impl Handler {
                 Ok((winners, reading)) => info!(
                     "action: sorteo | result: success | agencias: {} | ganadores: {} | draw_ms: {} | total_ms: {}",
                     self.lottery.agencies(),
-                    winners.values().map(Vec::len).sum::<usize>(),
+                    winners.total(),
                     reading.as_millis(),
                     started.elapsed().as_millis()
                 ),
@@ -682,14 +682,15 @@ impl Handler {
 
     fn handle_get_winners(&mut self, agency: u32) -> Result<(), Ending> {
         self.settle()?;
-        match self.lottery.wait_for_winners(agency, self.draw_wait) {
-            WinnersAnswer::Drawn(documents) => {
-                for reply in protocol::winners_replies(&documents) {
+        match self.lottery.wait_for_winners(self.draw_wait) {
+            WinnersAnswer::Drawn(winners) => {
+                let list = winners.of(agency);
+                for reply in protocol::winners_replies(&list.documents) {
                     self.queue(&reply);
                 }
                 info!(
                     "action: ganadores_enviados | result: success | agencia: {agency} | cant_ganadores: {}",
-                    documents.len()
+                    list.count
                 );
             }
             WinnersAnswer::NotYet => {
