@@ -3,7 +3,8 @@
 //! `Agency::run` streams the agency file with the csv crate (one row in memory at a
 //! time), checks each row with the same rules as the server (`bet`), packs the
 //! valid ones into BETS messages of at most 8192 bytes and sends them on one
-//! connection, keeping up to `batches_in_flight` batches ahead of their acks. A row
+//! connection, keeping up to `batches_in_flight` batches ahead of their acks and
+//! writing a refilled window with one system call. A row
 //! that fails is logged with its line number, skipped and counted. After FINISH
 //! and its ack the connection is closed, and the winners are asked for on a new
 //! connection per attempt until the draw has happened or the timeout passes.

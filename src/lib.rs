@@ -14,7 +14,7 @@
 //! | [`protocol`] | message ids, layouts, error codes, pure encode/decode |
 //! | [`connection`] | a socket with bounded buffers, short-read loops, the idle deadline |
 //! | [`bet`] | a bet and its validation rules, calendar dates, agency CSV rows |
-//! | [`storage`] | the bets file: `store_bets` (append + group-commit fsync), `load_bets`, `has_won` |
+//! | [`storage`] | the bets file: `store_bets` (append + group-commit fsync), `load_bets`, `has_won`; its row format in `storage/rows.rs` |
 //! | [`lottery`] | shared state behind `Arc<Mutex<..>>` + `Condvar`: finishes, the draw barrier |
 //! | [`server`] | accept loop, connection limit, per-connection handler, orderly stop |
 //! | [`client`] | one agency: CSV rows → batches → BETS; FINISH; GET_WINNERS with retries |
