@@ -44,19 +44,6 @@ pub struct BetRef<'a> {
     pub number: u16,
 }
 
-impl BetRef<'_> {
-    /// An owned copy.
-    pub fn to_bet(&self) -> Bet {
-        Bet {
-            first_name: self.first_name.to_string(),
-            last_name: self.last_name.to_string(),
-            document: self.document.to_string(),
-            birthdate: self.birthdate.to_string(),
-            number: self.number,
-        }
-    }
-}
-
 /// A calendar date (proleptic Gregorian), compared field by field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Date {

@@ -36,7 +36,7 @@ pub struct AgencyWinners {
 
 impl Winners {
     /// Adds a winning document of `agency`.
-    pub fn add(&mut self, agency: u32, document: &str) {
+    fn add(&mut self, agency: u32, document: &str) {
         let list = self.lists.entry(agency).or_default();
         if list.count > 0 {
             list.documents.push(',');

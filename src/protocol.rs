@@ -652,8 +652,8 @@ mod tests {
             panic!("a BETS message did not decode");
         };
         assert_eq!((agency, used, batch.len()), (9, bytes.len(), 3));
-        let lent: Vec<Bet> = batch.bets().map(|b| b.to_bet()).collect();
-        assert_eq!(lent, bets);
+        let lent: Vec<BetRef> = batch.bets().collect();
+        assert_eq!(lent, bets.iter().map(Bet::as_ref).collect::<Vec<_>>());
         assert!(BetBatch::new(&[]).unwrap().is_empty());
     }
 
