@@ -5,9 +5,10 @@
 //! and the parsing of one agency CSV row into a bet. It knows nothing of sockets
 //! or files: the server and the client both call it, so both apply the same rules.
 //!
-//! `BetRef` is a bet whose text is borrowed from a received message or a CSV
-//! row: the server and the client check and copy millions of bets, and a bet
-//! that is only passed through needs no allocation of its own.
+//! `BetRef` is a bet whose fields are bytes borrowed from a received message or
+//! a CSV row: the server and the client check and copy millions of bets, and a
+//! bet that is only passed through needs no allocation and no UTF-8 decoding of
+//! its own. Only a name that is not plain ASCII letters is decoded, to check it.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,15 +34,24 @@ pub struct Bet {
     pub number: u16,
 }
 
-/// A bet whose text fields are borrowed (from a message body, a CSV row or a
-/// `Bet`).
+/// A bet whose text fields are borrowed bytes (from a message body, a CSV row or
+/// a `Bet`). They are text once `validate` has passed: UTF-8 names, ASCII
+/// document and birthdate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BetRef<'a> {
-    pub first_name: &'a str,
-    pub last_name: &'a str,
-    pub document: &'a str,
-    pub birthdate: &'a str,
+    pub first_name: &'a [u8],
+    pub last_name: &'a [u8],
+    pub document: &'a [u8],
+    pub birthdate: &'a [u8],
     pub number: u16,
+}
+
+/// One agency CSV row as the file reader split it: how many columns it has and
+/// the first `AGENCY_CSV_COLUMNS` of them (missing ones are empty).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgencyRow<'a> {
+    pub columns: usize,
+    pub fields: [&'a [u8]; AGENCY_CSV_COLUMNS],
 }
 
 /// A calendar date (proleptic Gregorian), compared field by field.
@@ -88,8 +98,7 @@ impl Date {
 
     /// Parses `YYYY-MM-DD` into a real calendar date; `None` for any other shape
     /// or for a day that does not exist (2023-02-29, 2024-04-31, month 13...).
-    pub fn parse(text: &str) -> Option<Date> {
-        let bytes = text.as_bytes();
+    pub fn parse(bytes: &[u8]) -> Option<Date> {
         if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
             return None;
         }
@@ -215,7 +224,7 @@ fn shorten(text: &str) -> String {
     }
 }
 
-fn validate_name(field: &'static str, name: &str) -> Result<(), BetError> {
+fn validate_name(field: &'static str, name: &[u8]) -> Result<(), BetError> {
     if name.is_empty() {
         return Err(BetError::EmptyName { field });
     }
@@ -225,10 +234,28 @@ fn validate_name(field: &'static str, name: &str) -> Result<(), BetError> {
             len: name.len(),
         });
     }
-    // Names are almost always ASCII letters and spaces: check that fast path first.
-    if name.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Ok(());
+    // One pass over the bytes settles the common case, a name with no byte
+    // beyond ASCII: it is UTF-8, its control characters are the bytes below
+    // 0x20 and 0x7F, and it is blank unless a byte is visible (0x21..=0x7E).
+    let mut visible = false;
+    for &b in name {
+        match b {
+            0x21..=0x7E => visible = true,
+            b' ' => {}
+            0x00..=0x1F | 0x7F => return Err(BetError::ControlCharacter { field }),
+            _ => return validate_unicode_name(field, name),
+        }
     }
+    if visible {
+        Ok(())
+    } else {
+        Err(BetError::BlankName { field })
+    }
+}
+
+/// The rules for a name with bytes beyond ASCII (accents: "Nicolás").
+fn validate_unicode_name(field: &'static str, name: &[u8]) -> Result<(), BetError> {
+    let name = std::str::from_utf8(name).map_err(|_| BetError::NotUtf8 { field })?;
     if name.chars().any(char::is_control) {
         return Err(BetError::ControlCharacter { field });
     }
@@ -238,30 +265,35 @@ fn validate_name(field: &'static str, name: &str) -> Result<(), BetError> {
     Ok(())
 }
 
-fn validate_document(document: &str) -> Result<(), BetError> {
-    let ok = (1..=MAX_DOCUMENT_LEN).contains(&document.len())
-        && document.bytes().all(|b| b.is_ascii_digit());
+/// A field's bytes for an error message (they may not be UTF-8).
+fn shown(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn validate_document(document: &[u8]) -> Result<(), BetError> {
+    let ok =
+        (1..=MAX_DOCUMENT_LEN).contains(&document.len()) && document.iter().all(u8::is_ascii_digit);
     if ok {
         Ok(())
     } else {
         Err(BetError::BadDocument {
-            document: document.to_string(),
+            document: shown(document),
         })
     }
 }
 
-fn validate_birthdate(birthdate: &str, today: Date) -> Result<(), BetError> {
+fn validate_birthdate(birthdate: &[u8], today: Date) -> Result<(), BetError> {
     let date = Date::parse(birthdate).ok_or_else(|| BetError::BadBirthdate {
-        birthdate: birthdate.to_string(),
+        birthdate: shown(birthdate),
     })?;
     if date.year < MIN_BIRTH_YEAR {
         return Err(BetError::BirthdateTooEarly {
-            birthdate: birthdate.to_string(),
+            birthdate: shown(birthdate),
         });
     }
     if date > today {
         return Err(BetError::BirthdateInFuture {
-            birthdate: birthdate.to_string(),
+            birthdate: shown(birthdate),
             today,
         });
     }
@@ -272,10 +304,10 @@ impl Bet {
     /// The bet, borrowed.
     pub fn as_ref(&self) -> BetRef<'_> {
         BetRef {
-            first_name: &self.first_name,
-            last_name: &self.last_name,
-            document: &self.document,
-            birthdate: &self.birthdate,
+            first_name: self.first_name.as_bytes(),
+            last_name: self.last_name.as_bytes(),
+            document: self.document.as_bytes(),
+            birthdate: self.birthdate.as_bytes(),
             number: self.number,
         }
     }
@@ -304,21 +336,20 @@ impl<'a> BetRef<'a> {
     }
 
     /// Reads one agency CSV row (`first_name,last_name,document,birthdate,number`)
-    /// as a bet borrowed from the row, and validates it.
-    pub fn from_agency_row(row: &'a csv::ByteRecord, today: Date) -> Result<Self, BetError> {
-        if row.len() != AGENCY_CSV_COLUMNS {
-            return Err(BetError::WrongColumnCount { found: row.len() });
+    /// as a bet borrowed from the row, and validates it. Checks, in order: the
+    /// column count, the number's text, then `validate` (whose name checks
+    /// include UTF-8).
+    pub fn from_agency_row(row: &AgencyRow<'a>, today: Date) -> Result<Self, BetError> {
+        if row.columns != AGENCY_CSV_COLUMNS {
+            return Err(BetError::WrongColumnCount { found: row.columns });
         }
-        let text = |index: usize, field: &'static str| -> Result<&'a str, BetError> {
-            let bytes = row.get(index).unwrap_or_default();
-            std::str::from_utf8(bytes).map_err(|_| BetError::NotUtf8 { field })
-        };
+        let [first_name, last_name, document, birthdate, number] = row.fields;
         let bet = BetRef {
-            first_name: text(0, "first_name")?,
-            last_name: text(1, "last_name")?,
-            document: text(2, "document")?,
-            birthdate: text(3, "birthdate")?,
-            number: parse_number(text(4, "number")?)?,
+            first_name,
+            last_name,
+            document,
+            birthdate,
+            number: parse_number(number)?,
         };
         bet.validate(today)?;
         Ok(bet)
@@ -326,18 +357,14 @@ impl<'a> BetRef<'a> {
 }
 
 /// Parses a CSV number: 1 to 4 ASCII digits, leading zeros allowed ("0042" is 42).
-pub fn parse_number(text: &str) -> Result<u16, BetError> {
-    let bytes = text.as_bytes();
+pub fn parse_number(bytes: &[u8]) -> Result<u16, BetError> {
+    let bad = || BetError::BadNumberText { text: shown(bytes) };
     if bytes.is_empty() || bytes.len() > 4 {
-        return Err(BetError::BadNumberText {
-            text: text.to_string(),
-        });
+        return Err(bad());
     }
     parse_digits(bytes)
         .and_then(|n| u16::try_from(n).ok())
-        .ok_or_else(|| BetError::BadNumberText {
-            text: text.to_string(),
-        })
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -498,34 +525,70 @@ mod tests {
 
     #[test]
     fn csv_numbers_are_one_to_four_digits() {
-        assert_eq!(parse_number("0042"), Ok(42));
-        assert_eq!(parse_number("7574"), Ok(7574));
+        assert_eq!(parse_number(b"0042"), Ok(42));
+        assert_eq!(parse_number(b"7574"), Ok(7574));
         for bad in ["", "10000", "12a", "-1", " 12"] {
-            assert!(parse_number(bad).is_err(), "{bad}");
+            assert!(parse_number(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn agency_rows_need_five_utf8_columns() {
-        let row = csv::ByteRecord::from(vec!["Ana", "Gil", "123", "2000-01-01", "0001"]);
+    fn agency_rows_need_five_columns_and_utf8_names() {
+        let row = |fields: &[&'static [u8]]| {
+            let mut row = AgencyRow {
+                columns: fields.len(),
+                ..AgencyRow::default()
+            };
+            for (slot, field) in row.fields.iter_mut().zip(fields) {
+                *slot = field;
+            }
+            row
+        };
+        let good = row(&[b"Ana", b"Gil", b"123", b"2000-01-01", b"0001"]);
         assert_eq!(
-            BetRef::from_agency_row(&row, TODAY).map(|b| b.number),
+            BetRef::from_agency_row(&good, TODAY).map(|b| b.number),
             Ok(1)
         );
-        let short = csv::ByteRecord::from(vec!["Ana", "Gil", "123", "2000-01-01"]);
+        let short = row(&[b"Ana", b"Gil", b"123", b"2000-01-01"]);
         assert_eq!(
             BetRef::from_agency_row(&short, TODAY),
             Err(BetError::WrongColumnCount { found: 4 })
         );
-        let mut bad_utf8 = csv::ByteRecord::new();
-        for field in [&b"An\xffa"[..], b"Gil", b"123", b"2000-01-01", b"1"] {
-            bad_utf8.push_field(field);
-        }
+        let long = row(&[b"Ana", b"Gil", b"123", b"2000-01-01", b"1", b"x"]);
+        assert_eq!(
+            BetRef::from_agency_row(&long, TODAY),
+            Err(BetError::WrongColumnCount { found: 6 })
+        );
+        let bad_utf8 = row(&[b"An\xffa", b"Gil", b"123", b"2000-01-01", b"1"]);
         assert_eq!(
             BetRef::from_agency_row(&bad_utf8, TODAY),
             Err(BetError::NotUtf8 {
                 field: "first_name"
             })
+        );
+        let bad_document = row(&[b"Ana", b"Gil", b"12\xff", b"2000-01-01", b"1"]);
+        assert!(matches!(
+            BetRef::from_agency_row(&bad_document, TODAY),
+            Err(BetError::BadDocument { .. })
+        ));
+    }
+
+    #[test]
+    fn names_of_letters_and_spaces_need_a_letter() {
+        assert_eq!(with(|b| b.first_name = "Ana María".into()), Ok(()));
+        assert_eq!(
+            with(|b| b.first_name = "   ".into()),
+            Err(BetError::BlankName {
+                field: "first_name"
+            })
+        );
+        assert_eq!(
+            with(|b| b.last_name = "\u{a0}\u{2003}".into()),
+            Err(BetError::BlankName { field: "last_name" })
+        );
+        assert_eq!(
+            with(|b| b.last_name = "Gil\u{85}".into()),
+            Err(BetError::ControlCharacter { field: "last_name" })
         );
     }
 }

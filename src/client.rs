@@ -9,6 +9,7 @@
 //! and its ack the connection is closed, and the winners are asked for on a new
 //! connection per attempt until the draw has happened or the timeout passes.
 
+use crate::agency_file::AgencyFile;
 use crate::bet::{BetRef, Date};
 use crate::config::ClientConfig;
 use crate::connection::{self, Connection, ConnectionError};
@@ -160,13 +161,8 @@ impl Agency {
 
     /// Sends every valid bet, FINISH, and waits for the winners.
     pub fn run(&self) -> Result<Summary, ClientError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            // 256 KiB reads instead of the default 8 KiB: far fewer system calls.
-            .buffer_capacity(256 * 1024)
-            .from_path(&self.config.data_file)
-            .map_err(|e| ClientError::DataFile {
+        let mut reader =
+            AgencyFile::open(&self.config.data_file).map_err(|e| ClientError::DataFile {
                 path: self.config.data_file.clone(),
                 reason: e.to_string(),
             })?;
@@ -302,7 +298,7 @@ impl Agency {
     /// Streams the file into batches; returns (bets acknowledged, rows refused).
     fn send_bets(
         &self,
-        reader: &mut csv::Reader<std::fs::File>,
+        reader: &mut AgencyFile,
         conn: &mut Connection,
     ) -> Result<(u64, u64), ClientError> {
         let today = Date::today_utc();
@@ -310,7 +306,6 @@ impl Agency {
             .config
             .batch_max_amount
             .unwrap_or(usize::from(u16::MAX));
-        let mut record = csv::ByteRecord::new();
         let mut batch = Batch {
             body: Vec::with_capacity(protocol::MAX_BETS_BODY_LEN),
             count: 0,
@@ -325,17 +320,15 @@ impl Agency {
             if self.shutdown.is_triggered() {
                 return Err(ClientError::Interrupted);
             }
-            let more = reader
-                .read_byte_record(&mut record)
-                .map_err(|e| ClientError::DataFile {
-                    path: self.config.data_file.clone(),
-                    reason: e.to_string(),
-                })?;
-            if !more {
+            let row = reader.next_row().map_err(|e| ClientError::DataFile {
+                path: self.config.data_file.clone(),
+                reason: e.to_string(),
+            })?;
+            let Some(row) = row else {
                 break;
-            }
+            };
             line += 1;
-            let bet = match BetRef::from_agency_row(&record, today) {
+            let bet = match BetRef::from_agency_row(&row, today) {
                 Ok(bet) => bet,
                 Err(e) => {
                     warn!("action: apuesta_invalida | result: fail | linea: {line} | error: {e}");
@@ -368,8 +361,6 @@ impl Agency {
         Ok((acked, invalid))
     }
 
-    /// Sends the packed batch and empties it; if the window is full, first waits
-    /// for the oldest ack. Returns the bets acknowledged meanwhile.
     /// Queues a batch. When `batches_in_flight` are already unacknowledged, first
     /// sends everything queued in one write, waits for the oldest ack and takes
     /// every ack that arrived with it: the window then refills with several

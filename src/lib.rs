@@ -17,11 +17,13 @@
 //! | [`storage`] | the bets file: `store_bets` (append + group-commit fsync), `load_bets`, `has_won`; its row format in `storage/rows.rs` |
 //! | [`lottery`] | shared state behind `Arc<Mutex<..>>` + `Condvar`: finishes, the draw barrier |
 //! | [`server`] | accept loop, connection limit, per-connection handler, orderly stop |
+//! | [`agency_file`] | an agency's CSV file: plain rows split in place, quoted ones through `csv` |
 //! | [`client`] | one agency: CSV rows → batches → BETS; FINISH; GET_WINNERS with retries |
 //! | [`config`] | settings from environment variables; errors name the variable |
 //! | [`shutdown`] | SIGTERM/SIGINT → a flag and a wake-up call |
 //! | [`logging`] | the `action: NAME \| result: ...` log line format |
 
+pub mod agency_file;
 pub mod bet;
 pub mod client;
 pub mod config;

@@ -85,9 +85,9 @@ impl BetBatch {
     /// The bets, borrowed from the body.
     pub fn bets(&self) -> impl Iterator<Item = BetRef<'_>> {
         let mut fields = Fields::new(&self.body);
-        // The body was checked when the batch was made, so no read fails; were
-        // one to, the bets would end there rather than panic.
-        (0..self.count).map_while(move |_| read_bet(&mut fields).ok())
+        // The body was checked when the batch was made (its text is UTF-8), so
+        // no read fails; were one to, the bets would end there rather than panic.
+        (0..self.count).map_while(move |_| read_bet(&mut fields, false).ok())
     }
 }
 
@@ -233,22 +233,26 @@ impl<'a> Fields<'a> {
         Fields { bytes, pos: 0 }
     }
 
+    #[inline]
     fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], ProtocolError> {
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|&end| end <= self.bytes.len());
-        let end = end.ok_or_else(|| {
-            malformed(format!(
-                "{what} needs {len} bytes but only {} remain",
-                self.bytes.len() - self.pos
-            ))
-        })?;
-        let slice = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(slice)
+        match self.bytes.get(self.pos..self.pos.saturating_add(len)) {
+            Some(slice) => {
+                self.pos += len;
+                Ok(slice)
+            }
+            None => Err(self.short(len, what)),
+        }
     }
 
+    #[cold]
+    fn short(&self, len: usize, what: &str) -> ProtocolError {
+        malformed(format!(
+            "{what} needs {len} bytes but only {} remain",
+            self.bytes.len() - self.pos
+        ))
+    }
+
+    #[inline]
     fn u16(&mut self, what: &str) -> Result<u16, ProtocolError> {
         let b = self.take(2, what)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
@@ -257,6 +261,18 @@ impl<'a> Fields<'a> {
     fn u32(&mut self, what: &str) -> Result<u32, ProtocolError> {
         let b = self.take(4, what)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A str16 field's bytes; with `check_text`, they must be UTF-8. Almost
+    /// every field is plain ASCII, which needs no decoding to check.
+    #[inline]
+    fn text16(&mut self, what: &str, check_text: bool) -> Result<&'a [u8], ProtocolError> {
+        let len = usize::from(self.u16(what)?);
+        let bytes = self.take(len, what)?;
+        if check_text && !bytes.is_ascii() && std::str::from_utf8(bytes).is_err() {
+            return Err(malformed(format!("{what} is not valid UTF-8")));
+        }
+        Ok(bytes)
     }
 
     fn str16(&mut self, what: &str) -> Result<&'a str, ProtocolError> {
@@ -344,7 +360,7 @@ fn decode_bets(body: &mut Fields<'_>, count: u16) -> Result<BetBatch, ProtocolEr
         )));
     }
     for _ in 0..bets {
-        read_bet(body)?;
+        read_bet(body, true)?;
     }
     if body.remaining() != 0 {
         return Err(malformed(format!(
@@ -358,17 +374,20 @@ fn decode_bets(body: &mut Fields<'_>, count: u16) -> Result<BetBatch, ProtocolEr
     })
 }
 
-fn read_bet<'a>(body: &mut Fields<'a>) -> Result<BetRef<'a>, ProtocolError> {
+/// Reads one bet; `check_text` (UTF-8) is off only for a `BetBatch`'s own body,
+/// which was checked when the batch was decoded.
+#[inline]
+fn read_bet<'a>(body: &mut Fields<'a>, check_text: bool) -> Result<BetRef<'a>, ProtocolError> {
     Ok(BetRef {
-        first_name: body.str16("first_name")?,
-        last_name: body.str16("last_name")?,
-        document: body.str16("document")?,
-        birthdate: body.str16("birthdate")?,
+        first_name: body.text16("first_name", check_text)?,
+        last_name: body.text16("last_name", check_text)?,
+        document: body.text16("document", check_text)?,
+        birthdate: body.text16("birthdate", check_text)?,
         number: body.u16("number")?,
     })
 }
 
-fn put_str16(out: &mut Vec<u8>, text: &str, what: &str) -> Result<(), ProtocolError> {
+fn put_str16(out: &mut Vec<u8>, text: &[u8], what: &str) -> Result<(), ProtocolError> {
     let len = u16::try_from(text.len()).map_err(|_| {
         malformed(format!(
             "{what} of {} bytes does not fit a str16",
@@ -376,7 +395,7 @@ fn put_str16(out: &mut Vec<u8>, text: &str, what: &str) -> Result<(), ProtocolEr
         ))
     })?;
     out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(text);
     Ok(())
 }
 
@@ -477,7 +496,7 @@ impl Reply {
                 }
                 out.extend_from_slice(&id::ERROR.to_be_bytes());
                 out.extend_from_slice(&code.as_u16().to_be_bytes());
-                put_str16(&mut out, detail, "detail")?;
+                put_str16(&mut out, detail.as_bytes(), "detail")?;
                 return Ok(out);
             }
         };

@@ -636,7 +636,8 @@ impl Handler {
             for bet in &bets {
                 debug!(
                     "action: apuesta_almacenada | result: success | dni: {} | numero: {}",
-                    bet.document, bet.number
+                    String::from_utf8_lossy(bet.document),
+                    bet.number
                 );
             }
         }

@@ -227,9 +227,7 @@ impl BetStore {
         // A batch of one message's worth of bets makes somewhat more than 8 KiB
         // of rows (the agency and separators are added): one allocation, no growth.
         let mut bytes = Vec::with_capacity(16 * 1024);
-        for bet in bets {
-            rows::write_row(&mut bytes, agency, bet);
-        }
+        rows::write_rows(&mut bytes, agency, bets);
         let rows_len = bytes.len() as u64;
         let mut writer = lock(&self.writer);
         if writer.needs_cut {

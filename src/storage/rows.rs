@@ -55,20 +55,25 @@ impl StoredRow<'_> {
     }
 }
 
-/// Appends one stored row to `out`.
-pub fn write_row(out: &mut Vec<u8>, agency: u32, bet: BetRef<'_>) {
-    write_decimal(out, u64::from(agency));
-    out.push(b',');
-    write_name(out, bet.first_name);
-    out.push(b',');
-    write_name(out, bet.last_name);
-    out.push(b',');
-    out.extend_from_slice(bet.document.as_bytes());
-    out.push(b',');
-    out.extend_from_slice(bet.birthdate.as_bytes());
-    out.push(b',');
-    write_decimal(out, u64::from(bet.number));
-    out.extend_from_slice(b"\r\n");
+/// Appends the rows of several bets of one agency to `out` (the agency's digits
+/// are formatted once).
+pub fn write_rows<'a>(out: &mut Vec<u8>, agency: u32, bets: impl IntoIterator<Item = BetRef<'a>>) {
+    let mut prefix = Vec::with_capacity(11);
+    write_decimal(&mut prefix, u64::from(agency));
+    prefix.push(b',');
+    for bet in bets {
+        out.extend_from_slice(&prefix);
+        write_name(out, bet.first_name);
+        out.push(b',');
+        write_name(out, bet.last_name);
+        out.push(b',');
+        out.extend_from_slice(bet.document);
+        out.push(b',');
+        out.extend_from_slice(bet.birthdate);
+        out.push(b',');
+        write_decimal(out, u64::from(bet.number));
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Writes `value` in decimal without going through a `String`.
@@ -88,13 +93,13 @@ fn write_decimal(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// Writes a name, quoted only if it holds a comma or a quote (`"` doubled inside).
-fn write_name(out: &mut Vec<u8>, name: &str) {
-    if !name.bytes().any(|b| matches!(b, b',' | b'"')) {
-        out.extend_from_slice(name.as_bytes());
+fn write_name(out: &mut Vec<u8>, name: &[u8]) {
+    if !name.iter().any(|b| matches!(b, b',' | b'"')) {
+        out.extend_from_slice(name);
         return;
     }
     out.push(b'"');
-    for b in name.bytes() {
+    for &b in name {
         if b == b'"' {
             out.push(b'"');
         }
@@ -256,9 +261,13 @@ mod tests {
     #[test]
     fn rows_are_written_as_the_reference_writes_them() {
         let mut out = Vec::new();
-        write_row(&mut out, 3, bet("Ana", "Gómez", 42).as_ref());
-        write_row(&mut out, 1000, bet("O\"Brien, Jr", "Pérez", 7574).as_ref());
-        write_row(&mut out, 0, bet("A", "B", 0).as_ref());
+        write_rows(&mut out, 3, [bet("Ana", "Gómez", 42).as_ref()]);
+        write_rows(
+            &mut out,
+            1000,
+            [bet("O\"Brien, Jr", "Pérez", 7574).as_ref()],
+        );
+        write_rows(&mut out, 0, [bet("A", "B", 0).as_ref()]);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "3,Ana,Gómez,30904465,1999-03-17,42\r\n\
@@ -284,7 +293,7 @@ mod tests {
             for last in names {
                 let bet = bet(first, last, 7574);
                 let mut line = Vec::new();
-                write_row(&mut line, 4_000_000_000, bet.as_ref());
+                write_rows(&mut line, 4_000_000_000, [bet.as_ref()]);
                 let row = parse_row(line.strip_suffix(b"\n").unwrap()).unwrap();
                 assert_eq!(row.agency, 4_000_000_000);
                 assert_eq!((row.document(), row.number), ("30904465", 7574));
