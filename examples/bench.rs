@@ -9,6 +9,8 @@
 //! (VmHWM from /proc), and bytes on the wire. In the same run it measures two
 //! baselines for the same CSV bytes: a plain copy through loopback TCP (no
 //! parsing, no storage), and a plain append of them to a file with one fsync.
+//! Every bet is checked to be stored: the server's draw reports how many rows it
+//! read back, which must be the workload's bet count.
 //! Each figure is the median of `BENCH_RUNS` runs (default 5), with min and max
 //! of the wall time. The table goes to stdout and to `bench-data/results.csv`.
 //!
@@ -123,6 +125,10 @@ fn start_server(workload: &Workload, bets_file: &Path) -> Result<(Child, u16, Sh
             // may briefly have a second whose close the server has not seen yet.
             (2 * workload.agencies + 64).to_string(),
         )
+        // Each agency's one GET_WINNERS waits for the draw instead of polling:
+        // a thousand agencies polling every second would add a thousand
+        // connections a second to the figures.
+        .env("SERVER_DRAW_WAIT_MS", "600000")
         .env("LOGGING_LEVEL", "INFO")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -168,9 +174,15 @@ fn run_system(workload: &Workload, data: &Path, run: usize) -> Result<RunFigures
     let _ = fs::remove_file(&bets_file); // the bench's own output of an earlier run
     let (mut server, port, log) = start_server(workload, &bets_file)?;
 
+    // Client logs go to files, not pipes: a thousand pipes would need a
+    // thousand reader threads here.
+    let logs_dir = run_dir.join("clients");
+    fs::create_dir_all(&logs_dir).map_err(|e| e.to_string())?;
+    let client_log = |agency: u32| logs_dir.join(format!("agency-{agency}.log"));
     let started = Instant::now();
-    let mut clients: Vec<(u32, Child)> = Vec::new();
+    let mut pending: Vec<(u32, Child)> = Vec::new();
     for agency in 1..=workload.agencies {
+        let log_file = File::create(client_log(agency)).map_err(|e| e.to_string())?;
         let child = Command::new(format!("{BIN_DIR}/client"))
             .env("CLI_ID", agency.to_string())
             .env("CLI_SERVER_ADDRESS", format!("127.0.0.1:{port}"))
@@ -178,38 +190,26 @@ fn run_system(workload: &Workload, data: &Path, run: usize) -> Result<RunFigures
             .env("CLI_RETRY_INTERVAL_MS", "10")
             .env("CLI_TIMEOUT_S", "600")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log_file)
             .spawn()
             .map_err(|e| format!("could not start client {agency}: {e}"))?;
-        clients.push((agency, child));
+        pending.push((agency, child));
     }
     // Sample the clients' high-water marks while they run; read their logs.
     let mut client_rss = 0;
     let mut wire_bytes = 0u64;
-    let mut pending: Vec<(u32, Child, std::thread::JoinHandle<String>)> = clients
-        .into_iter()
-        .map(|(agency, mut child)| {
-            let mut stderr = child.stderr.take();
-            let reader = std::thread::spawn(move || {
-                let mut text = String::new();
-                if let Some(s) = stderr.as_mut() {
-                    let _ = s.read_to_string(&mut text);
-                }
-                text
-            });
-            (agency, child, reader)
-        })
-        .collect();
-    let sample_every = Duration::from_millis(if workload.agencies > 100 { 100 } else { 10 });
+    // A peak (VmHWM) only grows, and every client holds its peak until the
+    // draw, so a thousand of them are sampled less often.
+    let sample_every = Duration::from_millis(if workload.agencies > 100 { 500 } else { 10 });
     while !pending.is_empty() {
         let mut still = Vec::with_capacity(pending.len());
-        for (agency, mut child, reader) in pending {
+        for (agency, mut child) in pending {
             if let Some(kib) = vm_hwm_kib(child.id()) {
                 client_rss = client_rss.max(kib);
             }
             match child.try_wait() {
                 Ok(Some(status)) => {
-                    let text = reader.join().unwrap_or_default();
+                    let text = fs::read_to_string(client_log(agency)).unwrap_or_default();
                     if !status.success() {
                         let _ = server.kill();
                         return Err(format!("client {agency} failed:\n{text}"));
@@ -220,7 +220,7 @@ fn run_system(workload: &Workload, data: &Path, run: usize) -> Result<RunFigures
                         .and_then(|l| l.split("bytes: ").nth(1)?.trim().parse::<u64>().ok())
                         .unwrap_or(0);
                 }
-                _ => still.push((agency, child, reader)),
+                _ => still.push((agency, child)),
             }
         }
         pending = still;
@@ -245,21 +245,18 @@ fn run_system(workload: &Workload, data: &Path, run: usize) -> Result<RunFigures
         (Some(first), Some(last)) => (last - first).max(1.0),
         _ => 0.0,
     };
-    let draw_ms = lines
+    let draw = lines
         .iter()
         .find(|l| l.contains("action: sorteo | result: success"))
-        .and_then(|l| {
-            l.split("draw_ms: ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<f64>()
-                .ok()
-        })
         .ok_or("no draw in the server log")?;
-    let stored_rows = BufReader::new(File::open(&bets_file).map_err(|e| e.to_string())?)
-        .split(b'\n')
-        .count() as u64;
+    let value = |key: &str| -> Result<f64, String> {
+        draw.split(&format!("{key}: "))
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next()?.parse::<f64>().ok())
+            .ok_or_else(|| format!("no {key} in the draw's log line: {draw}"))
+    };
+    let draw_ms = value("draw_ms")?;
+    let stored_rows = value("apuestas")? as u64;
     let _ = fs::remove_file(&bets_file);
     Ok(RunFigures {
         wall_ms: wall.as_secs_f64() * 1000.0,

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 pub struct Winners {
     lists: HashMap<u32, AgencyWinners>,
     total: usize,
+    /// Stored bets the draw read.
+    bets: u64,
 }
 
 /// One agency's winners.
@@ -58,6 +60,11 @@ impl Winners {
     /// Winners of every agency.
     pub fn total(&self) -> usize {
         self.total
+    }
+
+    /// How many stored bets the draw read.
+    pub fn bets(&self) -> u64 {
+        self.bets
     }
 }
 
@@ -278,6 +285,7 @@ pub fn compute_winners(bets_file: &Path) -> Result<Winners, StorageError> {
     let mut rows = storage::load_bets(bets_file)?;
     while let Some(row) = rows.next_row() {
         let row = row?;
+        winners.bets += 1;
         if storage::has_won(&row) {
             winners.add(row.agency, row.document());
         }

@@ -669,8 +669,9 @@ impl Handler {
             let started = Instant::now();
             match self.lottery.hold_draw(self.store.path()) {
                 Ok((winners, reading)) => info!(
-                    "action: sorteo | result: success | agencias: {} | ganadores: {} | draw_ms: {} | total_ms: {}",
+                    "action: sorteo | result: success | agencias: {} | apuestas: {} | ganadores: {} | draw_ms: {} | total_ms: {}",
                     self.lottery.agencies(),
+                    winners.bets(),
                     winners.total(),
                     reading.as_millis(),
                     started.elapsed().as_millis()

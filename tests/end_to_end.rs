@@ -24,9 +24,13 @@ fn five_agencies_get_exactly_their_winners(data_dir: &std::path::Path) {
         assert_eq!(logged_winner_count(output), Some(winners), "agency {id}");
     }
     assert_eq!(server.stored_rows().len(), total_rows);
-    server
+    let draw = server
         .wait_for_log("action: sorteo | result: success", Duration::from_secs(5))
         .expect("the draw is logged");
+    assert!(
+        draw.contains(&format!("| apuestas: {total_rows} |")),
+        "the draw reports the bets it read: {draw}"
+    );
     assert_eq!(server.count_log("action: sorteo | result: success"), 1);
     for id in 1..=5u32 {
         let (_, winners) = count_csv(&data_dir.join(format!("agency-{id}.csv")));
