@@ -234,17 +234,24 @@ fn validate_name(field: &'static str, name: &[u8]) -> Result<(), BetError> {
             len: name.len(),
         });
     }
-    // One pass over the bytes settles the common case, a name with no byte
-    // beyond ASCII: it is UTF-8, its control characters are the bytes below
-    // 0x20 and 0x7F, and it is blank unless a byte is visible (0x21..=0x7E).
+    // One pass over the bytes settles the common case, a name of ASCII and
+    // Latin-1 letters ("Nicolás Ñandú"): it is UTF-8, its control characters are
+    // the bytes below 0x20 and 0x7F, and it is blank unless a character is
+    // visible. Anything else is decoded and checked character by character.
     let mut visible = false;
-    for &b in name {
+    let mut at = 0;
+    while let Some(&b) = name.get(at) {
         match b {
             0x21..=0x7E => visible = true,
             b' ' => {}
             0x00..=0x1F | 0x7F => return Err(BetError::ControlCharacter { field }),
+            _ if is_latin1_letter(name, at) => {
+                visible = true;
+                at += 1;
+            }
             _ => return validate_unicode_name(field, name),
         }
+        at += 1;
     }
     if visible {
         Ok(())
@@ -253,7 +260,30 @@ fn validate_name(field: &'static str, name: &[u8]) -> Result<(), BetError> {
     }
 }
 
-/// The rules for a name with bytes beyond ASCII (accents: "Nicolás").
+/// Whether `text[at..]` starts with U+00C0..=U+00FF (À to ÿ: accented letters,
+/// `×` and `÷`), encoded as 0xC3 then 0x80..=0xBF. None of them is a control
+/// character or whitespace, and the pair is valid UTF-8 on its own.
+fn is_latin1_letter(text: &[u8], at: usize) -> bool {
+    text.get(at) == Some(&0xC3) && matches!(text.get(at + 1), Some(0x80..=0xBF))
+}
+
+/// Whether `bytes` are UTF-8: one pass for the usual ASCII and Latin-1 letters,
+/// the full decoder for anything else.
+pub fn is_utf8(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(&b) = bytes.get(at) {
+        if b < 0x80 {
+            at += 1;
+        } else if is_latin1_letter(bytes, at) {
+            at += 2;
+        } else {
+            return std::str::from_utf8(&bytes[at..]).is_ok();
+        }
+    }
+    true
+}
+
+/// The rules for a name with characters beyond ASCII and Latin-1 letters.
 fn validate_unicode_name(field: &'static str, name: &[u8]) -> Result<(), BetError> {
     let name = std::str::from_utf8(name).map_err(|_| BetError::NotUtf8 { field })?;
     if name.chars().any(char::is_control) {
@@ -571,6 +601,41 @@ mod tests {
             BetRef::from_agency_row(&bad_document, TODAY),
             Err(BetError::BadDocument { .. })
         ));
+    }
+
+    #[test]
+    fn latin1_letters_take_the_short_path_and_agree_with_the_decoder() {
+        let samples: [&[u8]; 9] = [
+            b"Nicol\xc3\xa1s",
+            "Ñandú ×÷ ÿ".as_bytes(),
+            b"\xc3",
+            b"ab\xc3\x28",
+            b"\xc3\xc3\xa1",
+            b"\xc2\xa0",
+            "José \u{2003}María 日本".as_bytes(),
+            b"\xed\xa0\x80",
+            b"",
+        ];
+        for bytes in samples {
+            assert_eq!(
+                is_utf8(bytes),
+                std::str::from_utf8(bytes).is_ok(),
+                "{bytes:?}"
+            );
+        }
+        assert_eq!(with(|b| b.first_name = "Ñandú Pérez ×".into()), Ok(()));
+        assert_eq!(
+            validate_name("first_name", b"\xc3"),
+            Err(BetError::NotUtf8 {
+                field: "first_name"
+            })
+        );
+        assert_eq!(
+            validate_name("first_name", b"Jos\xc3\xa9\x01"),
+            Err(BetError::ControlCharacter {
+                field: "first_name"
+            })
+        );
     }
 
     #[test]

@@ -263,13 +263,13 @@ impl<'a> Fields<'a> {
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    /// A str16 field's bytes; with `check_text`, they must be UTF-8. Almost
-    /// every field is plain ASCII, which needs no decoding to check.
+    /// A str16 field's bytes; with `check_text`, they must be UTF-8 (checked
+    /// without the full decoder for ASCII and Latin-1 letters, almost every field).
     #[inline]
     fn text16(&mut self, what: &str, check_text: bool) -> Result<&'a [u8], ProtocolError> {
         let len = usize::from(self.u16(what)?);
         let bytes = self.take(len, what)?;
-        if check_text && !bytes.is_ascii() && std::str::from_utf8(bytes).is_err() {
+        if check_text && !crate::bet::is_utf8(bytes) {
             return Err(malformed(format!("{what} is not valid UTF-8")));
         }
         Ok(bytes)
