@@ -48,6 +48,20 @@ impl Winners {
         self.total += 1;
     }
 
+    /// Adds the winners of rows stored after ours, keeping the stored order.
+    fn append(&mut self, later: Winners) {
+        for (agency, list) in later.lists {
+            let ours = self.lists.entry(agency).or_default();
+            if ours.count > 0 && list.count > 0 {
+                ours.documents.push(',');
+            }
+            ours.documents.push_str(&list.documents);
+            ours.count += list.count;
+        }
+        self.total += later.total;
+        self.bets += later.bets;
+    }
+
     /// `agency`'s winners (an empty list if it has none).
     pub fn of(&self, agency: u32) -> &AgencyWinners {
         static NONE: AgencyWinners = AgencyWinners {
@@ -281,8 +295,49 @@ impl Lottery {
 
 /// Streams the bets file and keeps each agency's winning documents.
 pub fn compute_winners(bets_file: &Path) -> Result<Winners, StorageError> {
+    // Two readers, one per half of the file, when it is large enough for the
+    // second thread to pay off (the draw waits on parsing, not on the disk).
+    let Some(middle) = storage::middle_row_end(bets_file, PARALLEL_DRAW_MIN_BYTES)? else {
+        return winners_between(bets_file, 0, u64::MAX);
+    };
+    std::thread::scope(|scope| {
+        let second_half = std::thread::Builder::new()
+            .name("draw-2".into())
+            .spawn_scoped(scope, || winners_between(bets_file, middle, u64::MAX));
+        let Ok(second_half) = second_half else {
+            return winners_between(bets_file, 0, u64::MAX);
+        };
+        let mut winners = winners_between(bets_file, 0, middle)?;
+        let second = second_half.join().unwrap_or_else(|_| {
+            Err(StorageError::Io {
+                action: "read",
+                path: bets_file.to_path_buf(),
+                source: std::io::Error::other("the reader of the second half stopped"),
+            })
+        });
+        match second {
+            Ok(later) => {
+                winners.append(later);
+                Ok(winners)
+            }
+            // Its rows are numbered from the middle: number them in the file.
+            Err(StorageError::BadRow { path, row, reason }) => Err(StorageError::BadRow {
+                path,
+                row: row + winners.bets,
+                reason,
+            }),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// Files smaller than this are read by one thread.
+const PARALLEL_DRAW_MIN_BYTES: u64 = 4 << 20;
+
+/// The winners among the rows stored between bytes `from` and `to`.
+fn winners_between(bets_file: &Path, from: u64, to: u64) -> Result<Winners, StorageError> {
     let mut winners = Winners::default();
-    let mut rows = storage::load_bets(bets_file)?;
+    let mut rows = storage::load_bets_between(bets_file, from, to)?;
     while let Some(row) = rows.next_row() {
         let row = row?;
         winners.bets += 1;
@@ -387,5 +442,65 @@ mod tests {
             lottery.wait_for_winners(Duration::ZERO),
             WinnersAnswer::Drawn(winners)
         );
+    }
+
+    /// Rows of `agencies` agencies, every 7th a winner, `count` of them.
+    fn bets_file_text(count: usize) -> (String, HashMap<u32, Vec<String>>) {
+        let mut text = String::new();
+        let mut expected: HashMap<u32, Vec<String>> = HashMap::new();
+        for i in 0..count {
+            let agency = (i % 5) as u32 + 1;
+            let number = if i % 7 == 0 { 7574 } else { i % 7000 };
+            text.push_str(&format!(
+                "{agency},Nombre {i},Apellido,{i},2000-01-01,{number}\r\n"
+            ));
+            if number == 7574 {
+                expected.entry(agency).or_default().push(i.to_string());
+            }
+        }
+        (text, expected)
+    }
+
+    #[test]
+    fn a_large_file_is_drawn_by_two_readers_in_stored_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let rows = 200_000; // about 8 MiB: over the two-reader threshold
+        let (text, expected) = bets_file_text(rows);
+        assert!(text.len() as u64 > PARALLEL_DRAW_MIN_BYTES);
+        std::fs::write(&path, &text).unwrap();
+        assert!(
+            storage::middle_row_end(&path, PARALLEL_DRAW_MIN_BYTES)
+                .unwrap()
+                .is_some()
+        );
+        let winners = compute_winners(&path).unwrap();
+        assert_eq!(winners.bets(), rows as u64);
+        assert_eq!(
+            winners.total(),
+            expected.values().map(Vec::len).sum::<usize>()
+        );
+        for agency in 1..=5 {
+            assert_eq!(
+                winners.of(agency).documents,
+                expected[&agency].join(","),
+                "agency {agency}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_row_in_the_second_half_is_named_by_its_line_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let (mut text, _) = bets_file_text(200_000);
+        let bad_line = 150_001;
+        let cut = text.match_indices("\r\n").nth(bad_line - 2).unwrap().0 + 2;
+        text.insert(cut, 'x');
+        std::fs::write(&path, &text).unwrap();
+        match compute_winners(&path) {
+            Err(StorageError::BadRow { row, .. }) => assert_eq!(row, bad_line as u64),
+            other => panic!("expected a bad row, got {other:?}"),
+        }
     }
 }

@@ -22,7 +22,7 @@ pub use rows::StoredRow;
 use crate::bet::{Bet, BetRef};
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -329,21 +329,64 @@ const READ_BUFFER_LEN: usize = 1 << 20;
 /// Streams the rows of a bets file, in the order they were stored, through one
 /// fixed buffer: memory stays flat whatever the file size.
 pub fn load_bets(path: &Path) -> Result<BetRows, StorageError> {
-    let file = File::open(path).map_err(|source| StorageError::Io {
-        action: "open",
+    load_bets_between(path, 0, u64::MAX)
+}
+
+/// Streams the rows stored between byte `from` (the start of a row) and byte
+/// `to` (just past a row end, or past the end of the file): one part of the file
+/// for a reader that shares the work with another.
+pub fn load_bets_between(path: &Path, from: u64, to: u64) -> Result<BetRows, StorageError> {
+    let io_error = |action, source| StorageError::Io {
+        action,
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut file = File::open(path).map_err(|e| io_error("open", e))?;
+    if from > 0 {
+        file.seek(SeekFrom::Start(from))
+            .map_err(|e| io_error("read", e))?;
+    }
     Ok(BetRows {
         path: path.to_path_buf(),
         file,
         buffer: vec![0; READ_BUFFER_LEN],
         start: 0,
         end: 0,
+        unread_in_range: to.saturating_sub(from),
         at_end_of_file: false,
         stopped: false,
         rows_read: 0,
     })
+}
+
+/// Where the row that holds the middle byte of the bets file ends (the start of
+/// the next row), so that two readers can share the draw; `None` for a file
+/// under `min_len` bytes or with no row end from the middle on.
+pub fn middle_row_end(path: &Path, min_len: u64) -> Result<Option<u64>, StorageError> {
+    let io_error = |action, source| StorageError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|e| io_error("open", e))?;
+    let len = file.metadata().map_err(|e| io_error("inspect", e))?.len();
+    if len < min_len {
+        return Ok(None);
+    }
+    let mut chunk = vec![0; 64 * 1024];
+    let mut at = len / 2;
+    loop {
+        let read = match file.read_at(&mut chunk, at) {
+            Ok(0) => return Ok(None),
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error("read", e)),
+        };
+        if let Some(newline) = find_newline(&chunk[..read]) {
+            return Ok(Some(at + newline as u64 + 1));
+        }
+        at += read as u64;
+    }
 }
 
 /// What `load_bets` returns. `next_row` lends each row without copying it (the
@@ -355,6 +398,8 @@ pub struct BetRows {
     /// `buffer[start..end]` holds bytes read from the file and not yet parsed.
     start: usize,
     end: usize,
+    /// Bytes of this reader's part of the file not read yet.
+    unread_in_range: u64,
     at_end_of_file: bool,
     /// A read failed or a row outgrew the buffer: no row after it can be trusted.
     stopped: bool,
@@ -417,9 +462,14 @@ impl BetRows {
                     "longer than any stored row (1 MiB)",
                 ));
             }
-            match self.file.read(&mut self.buffer[self.end..]) {
+            let room = self.buffer.len() - self.end;
+            let want = usize::try_from(self.unread_in_range).map_or(room, |left| left.min(room));
+            match self.file.read(&mut self.buffer[self.end..self.end + want]) {
                 Ok(0) => self.at_end_of_file = true,
-                Ok(read) => self.end += read,
+                Ok(read) => {
+                    self.end += read;
+                    self.unread_in_range -= read as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     self.stopped = true;
