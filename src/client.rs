@@ -1,7 +1,7 @@
 //! One agency: its CSV rows become batches of bets, then FINISH, then the winners.
 //!
-//! `Agency::run` streams the agency file with the csv crate (one row in memory at a
-//! time), checks each row with the same rules as the server (`bet`), packs the
+//! `Agency::run` streams the agency file (`agency_file`, one buffer, rows
+//! borrowed from it), checks each row with the same rules as the server (`bet`), packs the
 //! valid ones into BETS messages of at most 8192 bytes and sends them on one
 //! connection, keeping up to `batches_in_flight` batches ahead of their acks and
 //! writing a refilled window with one system call. A row
@@ -313,8 +313,8 @@ impl Agency {
         let mut encoded = Vec::with_capacity(1024);
         let mut awaiting_ack: VecDeque<usize> = VecDeque::new();
         let (mut acked, mut invalid) = (0u64, 0u64);
-        // Rows are counted here rather than taken from the csv reader's position,
-        // which lags on CRLF files. A row is one line in any well-formed agency file.
+        // Rows (empty lines skipped, as csv skips them) are counted here. A row is
+        // one line in any well-formed agency file.
         let mut line: u64 = 0;
         loop {
             if self.shutdown.is_triggered() {
