@@ -270,6 +270,10 @@ fn is_latin1_letter(text: &[u8], at: usize) -> bool {
 /// Whether `bytes` are UTF-8: one pass for the usual ASCII and Latin-1 letters,
 /// the full decoder for anything else.
 pub fn is_utf8(bytes: &[u8]) -> bool {
+    // Plain ASCII (documents, dates, most names) is checked a word at a time.
+    if bytes.is_ascii() {
+        return true;
+    }
     let mut at = 0;
     while let Some(&b) = bytes.get(at) {
         if b < 0x80 {
