@@ -276,8 +276,7 @@ impl<'a> Fields<'a> {
     }
 
     fn str16(&mut self, what: &str) -> Result<&'a str, ProtocolError> {
-        let len = usize::from(self.u16(what)?);
-        let bytes = self.take(len, what)?;
+        let bytes = self.text16(what, false)?;
         std::str::from_utf8(bytes).map_err(|_| malformed(format!("{what} is not valid UTF-8")))
     }
 

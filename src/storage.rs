@@ -139,6 +139,15 @@ struct CommitState {
     last_failure: String,
 }
 
+/// An I/O failure on the bets file at `path`.
+fn io_error(path: &Path, action: &'static str, source: io::Error) -> StorageError {
+    StorageError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Locks a mutex even if a thread panicked while holding it: every critical section
 /// here leaves the state consistent at each step, so the data is still valid.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -149,19 +158,17 @@ impl BetStore {
     /// Opens `path` for a new draw, creating it if needed. Refuses a file that
     /// already holds bets: old bets are never appended to nor overwritten.
     pub fn create(path: &Path) -> Result<BetStore, StorageError> {
-        let io_error = |action, source| StorageError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| io_error("open", e))?;
-        let len = file.metadata().map_err(|e| io_error("inspect", e))?.len();
+            .map_err(|e| io_error(path, "open", e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| io_error(path, "inspect", e))?
+            .len();
         if len > 0 {
             return Err(StorageError::NotEmpty {
                 path: path.to_path_buf(),
@@ -175,8 +182,8 @@ impl BetStore {
             .unwrap_or(Path::new("."));
         File::open(parent)
             .and_then(|dir| dir.sync_all())
-            .map_err(|e| io_error("sync the directory of", e))?;
-        let sync_handle = file.try_clone().map_err(|e| io_error("open", e))?;
+            .map_err(|e| io_error(path, "sync the directory of", e))?;
+        let sync_handle = file.try_clone().map_err(|e| io_error(path, "open", e))?;
         Ok(BetStore {
             path: path.to_path_buf(),
             writer: Mutex::new(Writer {
@@ -203,11 +210,7 @@ impl BetStore {
     }
 
     fn io_error(&self, action: &'static str, source: io::Error) -> StorageError {
-        StorageError::Io {
-            action,
-            path: self.path.clone(),
-            source,
-        }
+        io_error(&self.path, action, source)
     }
 
     /// Stores a batch: appends its rows and waits until they are on disk. On error
@@ -336,15 +339,10 @@ pub fn load_bets(path: &Path) -> Result<BetRows, StorageError> {
 /// `to` (just past a row end, or past the end of the file): one part of the file
 /// for a reader that shares the work with another.
 pub fn load_bets_between(path: &Path, from: u64, to: u64) -> Result<BetRows, StorageError> {
-    let io_error = |action, source| StorageError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(|e| io_error("open", e))?;
+    let mut file = File::open(path).map_err(|e| io_error(path, "open", e))?;
     if from > 0 {
         file.seek(SeekFrom::Start(from))
-            .map_err(|e| io_error("read", e))?;
+            .map_err(|e| io_error(path, "read", e))?;
     }
     Ok(BetRows {
         path: path.to_path_buf(),
@@ -363,13 +361,11 @@ pub fn load_bets_between(path: &Path, from: u64, to: u64) -> Result<BetRows, Sto
 /// the next row), so that two readers can share the draw; `None` for a file
 /// under `min_len` bytes or with no row end from the middle on.
 pub fn middle_row_end(path: &Path, min_len: u64) -> Result<Option<u64>, StorageError> {
-    let io_error = |action, source| StorageError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(|e| io_error("open", e))?;
-    let len = file.metadata().map_err(|e| io_error("inspect", e))?.len();
+    let file = File::open(path).map_err(|e| io_error(path, "open", e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| io_error(path, "inspect", e))?
+        .len();
     if len < min_len {
         return Ok(None);
     }
@@ -380,7 +376,7 @@ pub fn middle_row_end(path: &Path, min_len: u64) -> Result<Option<u64>, StorageE
             Ok(0) => return Ok(None),
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error("read", e)),
+            Err(e) => return Err(io_error(path, "read", e)),
         };
         if let Some(newline) = find_newline(&chunk[..read]) {
             return Ok(Some(at + newline as u64 + 1));
@@ -473,11 +469,7 @@ impl BetRows {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     self.stopped = true;
-                    return Err(StorageError::Io {
-                        action: "read",
-                        path: self.path.clone(),
-                        source,
-                    });
+                    return Err(io_error(&self.path, "read", source));
                 }
             }
         }
