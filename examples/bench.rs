@@ -22,6 +22,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -270,30 +271,42 @@ fn run_system(workload: &Workload, data: &Path, run: usize) -> Result<RunFigures
     })
 }
 
+/// Connections the copy baseline runs at once, each with its own sender and
+/// reader thread.
+const COPY_STREAMS: usize = 5;
+
 /// The agency files' bytes pushed through loopback TCP, one connection per
-/// agency file (at most 5 at once), into a reader that discards them.
+/// agency file, `COPY_STREAMS` at once, into readers that discard them. Each
+/// reader drains one connection after another with one buffer: a thread and a
+/// buffer per connection would make the baseline measure thread starts, not
+/// the bytes' way through loopback.
 fn baseline_copy(data: &Path, agencies: u32) -> Result<f64, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let unclaimed = Arc::new(AtomicUsize::new(agencies as usize));
     let started = Instant::now();
-    let sink = std::thread::spawn(move || {
-        let mut readers = Vec::new();
-        for _ in 0..agencies {
-            let Ok((mut stream, _)) = listener.accept() else {
-                break;
-            };
-            readers.push(std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
+    let mut readers = Vec::new();
+    for _ in 0..COPY_STREAMS {
+        let listener = listener.try_clone().map_err(|e| e.to_string())?;
+        let unclaimed = Arc::clone(&unclaimed);
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            // Each connection is claimed before it is accepted, so the readers
+            // together accept exactly one per agency file.
+            while unclaimed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
                 while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
-            }));
-        }
-        for r in readers {
-            let _ = r.join();
-        }
-    });
+            }
+        }));
+    }
     let files: Vec<PathBuf> = (1..=agencies).map(|a| agency_file(data, a)).collect();
     let chunks: Vec<Vec<PathBuf>> = files
-        .chunks(files.len().div_ceil(5))
+        .chunks(files.len().div_ceil(COPY_STREAMS))
         .map(<[PathBuf]>::to_vec)
         .collect();
     let senders: Vec<_> = chunks
@@ -314,7 +327,9 @@ fn baseline_copy(data: &Path, agencies: u32) -> Result<f64, String> {
             .map_err(|_| "copy thread panicked")?
             .map_err(|e| e.to_string())?;
     }
-    sink.join().map_err(|_| "sink panicked")?;
+    for r in readers {
+        r.join().map_err(|_| "copy reader panicked")?;
+    }
     Ok(started.elapsed().as_secs_f64() * 1000.0)
 }
 
