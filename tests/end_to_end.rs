@@ -46,11 +46,13 @@ fn five_agencies_get_exactly_their_winners(data_dir: &std::path::Path) {
 
 #[test]
 fn five_agencies_on_the_committed_data_get_their_winners() {
+    let _shared = side_by_side();
     five_agencies_get_exactly_their_winners(&default_data_dir());
 }
 
 #[test]
 fn the_official_dataset_gives_every_agency_its_winners() {
+    let _shared = side_by_side();
     let Some(dir) = official_data_dir() else {
         eprintln!("skipped: ../shared/data is not beside the repository");
         return;
@@ -65,6 +67,7 @@ fn the_official_dataset_gives_every_agency_its_winners() {
 
 #[test]
 fn stored_rows_match_the_reference_format() {
+    let _shared = side_by_side();
     let server = ServerProcess::start(1, &[]);
     let mut stream = connect(server.port);
     let bets = vec![
@@ -84,6 +87,7 @@ fn stored_rows_match_the_reference_format() {
 
 #[test]
 fn get_winners_before_the_draw_is_no_winners() {
+    let _shared = side_by_side();
     let server = ServerProcess::start(2, &[("SERVER_DRAW_WAIT_MS", "50")]);
     let mut stream = connect(server.port);
     stream.write_all_checked(&get_winners_message(1));
@@ -99,6 +103,7 @@ fn get_winners_before_the_draw_is_no_winners() {
 
 #[test]
 fn a_second_finish_from_the_same_agency_does_not_trigger_the_draw() {
+    let _shared = side_by_side();
     let server = ServerProcess::start(2, &[("SERVER_DRAW_WAIT_MS", "50")]);
     let mut stream = connect(server.port);
     assert_eq!(
@@ -147,6 +152,7 @@ fn a_second_finish_from_the_same_agency_does_not_trigger_the_draw() {
 
 #[test]
 fn a_waiting_get_winners_is_answered_as_soon_as_the_draw_happens() {
+    let _alone = alone();
     let server = ServerProcess::start(1, &[("SERVER_DRAW_WAIT_MS", "10000")]);
     let port = server.port;
     let waiter = std::thread::spawn(move || {
@@ -171,6 +177,7 @@ fn a_waiting_get_winners_is_answered_as_soon_as_the_draw_happens() {
 
 #[test]
 fn winner_lists_over_64_kib_arrive_in_parts() {
+    let _shared = side_by_side();
     // 7000 winners of 10 digits: 76,999 bytes joined, so at least two messages.
     // A long draw wait: the GET_WINNERS below may arrive while the draw still runs.
     let server = ServerProcess::start(1, &[("SERVER_DRAW_WAIT_MS", "30000")]);
@@ -218,6 +225,7 @@ fn winner_lists_over_64_kib_arrive_in_parts() {
 
 #[test]
 fn a_bets_file_with_bets_in_it_stops_the_server_from_starting() {
+    let _shared = side_by_side();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bets.csv");
     std::fs::write(&path, "1,Ana,Gil,1,2000-01-01,1\r\n").unwrap();
@@ -237,6 +245,7 @@ fn a_bets_file_with_bets_in_it_stops_the_server_from_starting() {
 
 #[test]
 fn bad_configuration_names_the_variable_and_exits_2() {
+    let _shared = side_by_side();
     let output = std::process::Command::new(SERVER_BIN)
         .env("SERVER_AGENCIES", "many")
         .output()
@@ -263,6 +272,7 @@ fn bad_configuration_names_the_variable_and_exits_2() {
 
 #[test]
 fn invalid_rows_are_logged_skipped_and_make_the_client_exit_1() {
+    let _shared = side_by_side();
     let server = ServerProcess::start(1, &[]);
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("agency-1.csv");

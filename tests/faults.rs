@@ -40,6 +40,7 @@ fn expect_error(reply: Wire, code: u16) -> String {
 
 #[test]
 fn every_protocol_error_gets_its_code_and_a_normal_run_still_completes() {
+    let _alone = alone();
     // Agencies 1-5 run the committed data afterwards; agency 6 is the hostile one.
     let mut server = ServerProcess::start(6, &[]);
     let port = server.port;
@@ -215,6 +216,7 @@ fn every_protocol_error_gets_its_code_and_a_normal_run_still_completes() {
 
 #[test]
 fn a_client_writing_one_byte_at_a_time_gets_the_same_answers() {
+    let _shared = side_by_side();
     // A long draw wait, so the GET_WINNERS right after FINISH waits for the draw.
     let server = ServerProcess::start(1, &[("SERVER_DRAW_WAIT_MS", "30000")]);
     let mut stream = connect(server.port);
@@ -237,6 +239,7 @@ fn a_client_writing_one_byte_at_a_time_gets_the_same_answers() {
 
 #[test]
 fn a_client_that_disconnects_mid_message_stores_nothing() {
+    let _shared = side_by_side();
     let server = ServerProcess::start(1, &[]);
     let batch = bets_message(
         1,
@@ -260,6 +263,7 @@ fn a_client_that_disconnects_mid_message_stores_nothing() {
 
 #[test]
 fn a_slowloris_never_delays_others_and_is_closed_by_the_idle_timeout() {
+    let _alone = alone();
     let server = ServerProcess::start(1, &[("SERVER_IDLE_TIMEOUT_MS", "3000")]);
     let mut slow = connect(server.port);
     // A header promising a body that never completes, fed a byte every 100 ms.
@@ -307,6 +311,7 @@ fn a_slowloris_never_delays_others_and_is_closed_by_the_idle_timeout() {
 
 #[test]
 fn a_connection_flood_gets_busy_and_threads_return_to_baseline() {
+    let _shared = side_by_side();
     let server = ServerProcess::start(1, &[("SERVER_MAX_CONNECTIONS", "8")]);
     let baseline = thread_count(server.pid());
     let mut held: Vec<TcpStream> = (0..8).map(|_| connect(server.port)).collect();
@@ -336,6 +341,7 @@ fn a_connection_flood_gets_busy_and_threads_return_to_baseline() {
 
 #[test]
 fn fifty_agencies_at_once_store_every_row_whole_and_get_exact_winners() {
+    let _shared = side_by_side();
     let data = tempfile::tempdir().unwrap();
     let winners = write_agency_files(data.path(), 50, 400);
     let server = ServerProcess::start(50, &[]);
@@ -393,6 +399,7 @@ fn assert_clean_stop(server: &mut ServerProcess, signal: &str) {
 
 #[test]
 fn sigterm_and_sigint_stop_an_idle_server_cleanly() {
+    let _alone = alone();
     for signal in ["TERM", "INT"] {
         let mut server = ServerProcess::start(1, &[]);
         assert_clean_stop(&mut server, signal);
@@ -401,11 +408,13 @@ fn sigterm_and_sigint_stop_an_idle_server_cleanly() {
 
 #[test]
 fn sigterm_during_ingest_keeps_every_acked_batch_whole() {
+    let _alone = alone();
     stop_during_ingest("TERM");
 }
 
 #[test]
 fn sigint_during_ingest_keeps_every_acked_batch_whole() {
+    let _alone = alone();
     stop_during_ingest("INT");
 }
 
@@ -474,6 +483,7 @@ fn stop_during_ingest(signal: &str) {
 
 #[test]
 fn sigterm_and_sigint_wake_get_winners_waiting_on_the_draw() {
+    let _alone = alone();
     for signal in ["TERM", "INT"] {
         stop_with_waiters_on_the_draw(signal);
     }
@@ -519,6 +529,7 @@ fn stop_with_waiters_on_the_draw(signal: &str) {
 
 #[test]
 fn sigterm_to_a_client_closes_its_socket_and_exits_0() {
+    let _alone = alone();
     let server = ServerProcess::start(2, &[]);
     let mut client = client_command(
         1,
@@ -572,6 +583,7 @@ impl Drop for Unmount {
 
 #[test]
 fn a_full_disk_answers_storage_keeps_serving_and_recovers() {
+    let _shared = side_by_side();
     let dir = tempfile::tempdir().unwrap();
     let mount_point = dir.path().join("tiny");
     std::fs::create_dir(&mount_point).unwrap();
@@ -618,6 +630,7 @@ fn a_full_disk_answers_storage_keeps_serving_and_recovers() {
 
 #[test]
 fn a_client_with_nothing_listening_fails_clearly_within_its_timeout() {
+    let _alone = alone();
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
@@ -640,6 +653,7 @@ fn a_client_with_nothing_listening_fails_clearly_within_its_timeout() {
 
 #[test]
 fn a_client_whose_server_is_killed_mid_run_fails_clearly() {
+    let _alone = alone();
     let data = tempfile::tempdir().unwrap();
     write_agency_files(data.path(), 1, 60_000);
     let mut server = ServerProcess::start(1, &[]);
@@ -676,6 +690,7 @@ fn a_client_whose_server_is_killed_mid_run_fails_clearly() {
 
 #[test]
 fn random_bytes_from_many_connections_never_bring_the_server_down() {
+    let _shared = side_by_side();
     // Agency 777 is one the random bytes will not plausibly finish.
     let server = ServerProcess::start(1000, &[("SERVER_IDLE_TIMEOUT_MS", "300")]);
     let mut next = xorshift(0xDEAD_BEEF_CAFE_F00D);

@@ -7,8 +7,25 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
+
+/// Tests of one file run side by side, except those with a deadline on how fast
+/// the server or a client reacts: each of those runs alone. On 2 cores, a 2 s
+/// deadline kept while a dozen other servers and clients ingest at once measures
+/// the test run's load, not the program.
+static DEADLINES: RwLock<()> = RwLock::new(());
+
+/// Held for the whole of a test with a deadline: no other test of its file runs meanwhile.
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    DEADLINES.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held for the whole of any other test: such tests share the machine, but never
+/// with a test that has a deadline.
+pub fn side_by_side() -> RwLockReadGuard<'static, ()> {
+    DEADLINES.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_server");
 pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_client");
