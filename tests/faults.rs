@@ -264,7 +264,7 @@ fn a_client_that_disconnects_mid_message_stores_nothing() {
 #[test]
 fn a_slowloris_never_delays_others_and_is_closed_by_the_idle_timeout() {
     let _alone = alone();
-    let server = ServerProcess::start(1, &[("SERVER_IDLE_TIMEOUT_MS", "3000")]);
+    let server = ServerProcess::start(1, &[("SERVER_IDLE_TIMEOUT_MS", "5000")]);
     let mut slow = connect(server.port);
     // A header promising a body that never completes, fed a byte every 100 ms.
     let header = [0, 1, 0, 0, 0, 1, 0, 1, 0x10, 0x00];
@@ -281,19 +281,25 @@ fn a_slowloris_never_delays_others_and_is_closed_by_the_idle_timeout() {
         assert_closed(&mut slow);
         started.elapsed()
     });
-    // Meanwhile another client is served without waiting for the slow one's timeout.
+    // Meanwhile another client is served without waiting for the slow one's
+    // timeout: its ack comes while the slow connection is still open. (Checked by
+    // order, not by a clock: this machine's host can pause it for seconds.)
     std::thread::sleep(Duration::from_millis(150));
-    let started = Instant::now();
     let mut other = connect(port);
     assert_eq!(
         exchange(&mut other, &bets_message(1, 1, &[good_bet("7", 7)])),
         Wire::BetsAck(1)
     );
-    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert_eq!(
+        server.count_log("conexion_inactiva"),
+        0,
+        "the other client was served only after the slow one was closed:\n{}",
+        server.log_text()
+    );
 
     let lasted = trickler.join().unwrap();
     assert!(
-        lasted >= Duration::from_millis(2900) && lasted < Duration::from_secs(10),
+        lasted >= Duration::from_millis(4900) && lasted < Duration::from_secs(12),
         "closed by the idle deadline although bytes kept coming: {lasted:?}"
     );
     assert!(
