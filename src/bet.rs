@@ -558,6 +558,38 @@ mod tests {
     }
 
     #[test]
+    fn every_day_follows_the_one_before() {
+        // From 1970 to 2400: each day is the previous one plus a day, months have
+        // their Gregorian lengths, and 1970-01-01 starts the count.
+        let days_in = |year: u32, month: u32| match month {
+            2 if year.is_multiple_of(4)
+                && (!year.is_multiple_of(100) || year.is_multiple_of(400)) =>
+            {
+                29
+            }
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        let mut expected: (u32, u32, u32) = (1970, 1, 1);
+        for days in 0..157_000 {
+            let (year, month, day) = expected;
+            assert_eq!(
+                Date::from_days_since_epoch(days),
+                Date { year, month, day },
+                "day {days}"
+            );
+            expected = if day < days_in(year, month) {
+                (year, month, day + 1)
+            } else if month < 12 {
+                (year, month + 1, 1)
+            } else {
+                (year + 1, 1, 1)
+            };
+        }
+    }
+
+    #[test]
     fn csv_numbers_are_one_to_four_digits() {
         assert_eq!(parse_number(b"0042"), Ok(42));
         assert_eq!(parse_number(b"7574"), Ok(7574));

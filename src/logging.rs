@@ -8,6 +8,7 @@
 //! here: the date library env_logger would use for it was the largest part of
 //! a clean build.
 
+use crate::bet::Date;
 use log::LevelFilter;
 use std::fmt;
 use std::io::Write;
@@ -30,7 +31,7 @@ pub fn init(level: LevelFilter) {
 }
 
 /// A point in time shown as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct UtcMillis {
     /// Milliseconds since 1970-01-01T00:00:00Z.
     since_epoch: u64,
@@ -49,7 +50,7 @@ impl UtcMillis {
 impl fmt::Display for UtcMillis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const MS_PER_DAY: u64 = 86_400_000;
-        let (year, month, day) = civil_date(self.since_epoch / MS_PER_DAY);
+        let Date { year, month, day } = Date::from_days_since_epoch(self.since_epoch / MS_PER_DAY);
         let ms = self.since_epoch % MS_PER_DAY;
         write!(
             f,
@@ -60,33 +61,6 @@ impl fmt::Display for UtcMillis {
             ms % 1000
         )
     }
-}
-
-/// The Gregorian (year, month, day) of the day `days` after 1970-01-01.
-///
-/// Counts in 400-year eras (146,097 days each, the Gregorian cycle) of years
-/// that start on March 1st, so the leap day is the last day of its year and
-/// month lengths follow a fixed pattern from March on.
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    // 1970-01-01 is day 719,468 counted from 0000-03-01.
-    let days = days + 719_468;
-    let era = days / 146_097;
-    let day_of_era = days % 146_097;
-    // Years of 365 days, less the leap days of every 4th, 100th and 400th year.
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    // Months from March: lengths 31 30 31 30 31 31 30 31 30 31 31 29|28 repeat
-    // in the pattern (153 days per 5 months) that this line and the next invert.
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -106,34 +80,6 @@ mod tests {
         assert_eq!(shown(1_796_034_021_908), "2026-11-30T10:20:21.908Z");
         assert_eq!(shown(4_102_444_799_001), "2099-12-31T23:59:59.001Z");
         assert_eq!(shown(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
-    }
-
-    #[test]
-    fn every_day_follows_the_one_before() {
-        // From 1970 to 2400: each day is the previous one plus a day, months have
-        // their Gregorian lengths, and 1970-01-01 starts the count.
-        let days_in = |year: u64, month: u64| match month {
-            2 if year.is_multiple_of(4)
-                && (!year.is_multiple_of(100) || year.is_multiple_of(400)) =>
-            {
-                29
-            }
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
-        };
-        let mut expected = (1970, 1, 1);
-        for days in 0..157_000 {
-            assert_eq!(civil_date(days), expected, "day {days}");
-            let (year, month, day) = expected;
-            expected = if day < days_in(year, month) {
-                (year, month, day + 1)
-            } else if month < 12 {
-                (year, month + 1, 1)
-            } else {
-                (year + 1, 1, 1)
-            };
-        }
     }
 
     #[test]
