@@ -312,6 +312,20 @@ fn a_slowloris_never_delays_others_and_is_closed_by_the_idle_timeout() {
         "{}",
         server.log_text()
     );
+    // The server's own log orders the two: the other client's batch was stored
+    // before the slow connection was closed.
+    let lines = server.log_lines();
+    let stored = lines
+        .iter()
+        .position(|l| l.contains("action: apuesta_recibida | result: success"));
+    let closed = lines
+        .iter()
+        .position(|l| l.contains("action: conexion_inactiva | result: fail"));
+    assert!(
+        matches!((stored, closed), (Some(s), Some(c)) if s < c),
+        "{}",
+        server.log_text()
+    );
     assert_eq!(server.stored_rows().len(), 1);
 }
 
