@@ -120,12 +120,6 @@ fn start_server(workload: &Workload, bets_file: &Path) -> Result<(Child, u16, Sh
         .env("SERVER_PORT", "0")
         .env("SERVER_AGENCIES", workload.agencies.to_string())
         .env("SERVER_BETS_FILE", bets_file)
-        .env(
-            "SERVER_MAX_CONNECTIONS",
-            // Every agency holds a connection and, while polling for the winners,
-            // may briefly have a second whose close the server has not seen yet.
-            (2 * workload.agencies + 64).to_string(),
-        )
         // Each agency's one GET_WINNERS waits for the draw instead of polling:
         // a thousand agencies polling every second would add a thousand
         // connections a second to the figures.

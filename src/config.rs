@@ -94,6 +94,17 @@ fn parse_log_level(text: &str) -> Option<LevelFilter> {
 
 const LOG_LEVELS: &str = "one of OFF, ERROR, WARN, INFO, DEBUG, TRACE";
 
+/// The largest `SERVER_MAX_CONNECTIONS`: one thread per connection.
+const MAX_CONNECTIONS_LIMIT: usize = 100_000;
+
+/// Room for every agency at once: each holds one connection, and while it polls
+/// for the winners may briefly hold a second whose close the server has not
+/// seen yet. With fewer slots than agencies, the agencies waiting on the draw
+/// fill them and the rest are refused BUSY until a wait ends.
+fn default_max_connections(agencies: u32) -> usize {
+    (2 * agencies as usize + 64).clamp(256, MAX_CONNECTIONS_LIMIT)
+}
+
 /// The server's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -125,13 +136,21 @@ Configuration (environment variables, each optional):
   LOGGING_LEVEL           OFF, ERROR, WARN, INFO, DEBUG, TRACE  [default: INFO]
   SERVER_DRAW_WAIT_MS     how long GET_WINNERS waits for the draw before NO_WINNERS [default: 1000]
   SERVER_IDLE_TIMEOUT_MS  close a connection idle this long    [default: 30000]
-  SERVER_MAX_CONNECTIONS  connections served at once; more get ERROR BUSY [default: 256]
+  SERVER_MAX_CONNECTIONS  connections served at once; more get ERROR BUSY
+                          [default: 2 x SERVER_AGENCIES + 64, at least 256]
 
 Exit status: 0 after a clean stop (SIGTERM or SIGINT), 2 for a configuration or
 start-up error, 1 for any other failure.";
 
     /// Reads the settings, every one with its default.
     pub fn from_env(env: Lookup<'_>) -> Result<ServerConfig, ConfigError> {
+        let agencies = read(
+            env,
+            "SERVER_AGENCIES",
+            "a whole number from 1 to 1000000",
+            parse_in_range(1, 1_000_000),
+        )?
+        .unwrap_or(5);
         Ok(ServerConfig {
             ip: read(
                 env,
@@ -144,13 +163,7 @@ start-up error, 1 for any other failure.";
                 t.parse().ok()
             })?
             .unwrap_or(12345),
-            agencies: read(
-                env,
-                "SERVER_AGENCIES",
-                "a whole number from 1 to 1000000",
-                parse_in_range(1, 1_000_000),
-            )?
-            .unwrap_or(5),
+            agencies,
             bets_file: read(env, "SERVER_BETS_FILE", "a file path", |t| {
                 Some(PathBuf::from(t))
             })?
@@ -179,9 +192,9 @@ start-up error, 1 for any other failure.";
                 env,
                 "SERVER_MAX_CONNECTIONS",
                 "a whole number from 1 to 100000",
-                parse_in_range(1, 100_000),
+                parse_in_range(1, MAX_CONNECTIONS_LIMIT),
             )?
-            .unwrap_or(256),
+            .unwrap_or_else(|| default_max_connections(agencies)),
         })
     }
 
@@ -350,6 +363,16 @@ mod tests {
         assert_eq!(config.draw_wait, Duration::from_millis(1000));
         assert_eq!(config.idle_timeout, Duration::from_millis(30_000));
         assert_eq!(config.max_connections, 256);
+        let many = ServerConfig::from_env(&env_of(&[("SERVER_AGENCIES", "1000")])).unwrap();
+        assert_eq!(many.max_connections, 2064);
+        let most = ServerConfig::from_env(&env_of(&[("SERVER_AGENCIES", "1000000")])).unwrap();
+        assert_eq!(most.max_connections, 100_000);
+        let set = ServerConfig::from_env(&env_of(&[
+            ("SERVER_AGENCIES", "1000"),
+            ("SERVER_MAX_CONNECTIONS", "10"),
+        ]))
+        .unwrap();
+        assert_eq!(set.max_connections, 10);
         assert_eq!(config.log_level, LevelFilter::Info);
     }
 
