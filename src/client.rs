@@ -8,6 +8,10 @@
 //! that fails is logged with its line number, skipped and counted. After FINISH
 //! and its ack the connection is closed, and the winners are asked for on a new
 //! connection per attempt until the draw has happened or the timeout passes.
+//!
+//! A server at its connection limit answers ERROR BUSY and closes before it
+//! reads anything, so nothing sent on that connection was stored: the agency
+//! connects again after the retry interval and sends its file from the start.
 
 use crate::agency_file::AgencyFile;
 use crate::bet::{BetRef, Date};
@@ -19,6 +23,7 @@ use log::{debug, info, warn};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::io;
 use std::net::{Shutdown as SocketShutdown, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,6 +31,12 @@ use std::time::{Duration, Instant};
 
 /// Longest single sleep while waiting, so a signal is noticed promptly.
 const SLEEP_SLICE_MS: u64 = 50;
+
+/// How far the pause after repeated BUSY refusals grows: the retry interval
+/// doubled at most this many times ...
+const BUSY_DOUBLINGS: u32 = 5;
+/// ... and never past this (unless the retry interval itself is longer).
+const BUSY_PAUSE_CAP: Duration = Duration::from_secs(5);
 
 /// Why the agency could not complete its run.
 #[derive(Debug)]
@@ -104,6 +115,29 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+impl ClientError {
+    /// Whether the server refused the connection for being at its limit.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Refused {
+                code: ErrorCode::Busy,
+                ..
+            }
+        )
+    }
+
+    /// Whether a query that failed this way may simply be asked again: the
+    /// connection was lost or refused as BUSY.
+    fn worth_asking_again(&self) -> bool {
+        self.is_busy()
+            || matches!(
+                self,
+                ClientError::Connection { .. } | ClientError::ServerClosed { .. }
+            )
+    }
+}
+
 /// What a completed run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -129,6 +163,11 @@ pub struct Agency {
     current: Arc<Mutex<Option<TcpStream>>>,
     /// Bytes written to the server so far, for the summary line.
     bytes_sent: Cell<u64>,
+    /// Replies other than ERROR read on the connection in use: a BUSY is only a
+    /// refusal of the whole connection (safe to send again) while this is 0.
+    answers_on_connection: Cell<u64>,
+    /// State of the generator that spreads the pauses after BUSY.
+    jitter: Cell<u64>,
 }
 
 impl Agency {
@@ -139,6 +178,8 @@ impl Agency {
             shutdown,
             current: Arc::new(Mutex::new(None)),
             bytes_sent: Cell::new(0),
+            answers_on_connection: Cell::new(0),
+            jitter: Cell::new(jitter_seed()),
         }
     }
 
@@ -161,20 +202,7 @@ impl Agency {
 
     /// Sends every valid bet, FINISH, and waits for the winners.
     pub fn run(&self) -> Result<Summary, ClientError> {
-        let mut reader =
-            AgencyFile::open(&self.config.data_file).map_err(|e| ClientError::DataFile {
-                path: self.config.data_file.clone(),
-                reason: e.to_string(),
-            })?;
-        let mut conn = self.connect(Instant::now() + self.config.timeout)?;
-        let (bets_sent, invalid_rows) = self.send_bets(&mut reader, &mut conn)?;
-        info!(
-            "action: apuestas_enviadas | result: success | cantidad: {bets_sent} | invalidas: {invalid_rows} | bytes: {}",
-            self.bytes_sent.get()
-        );
-        self.finish(&mut conn)?;
-        drop(conn);
-        self.forget_stream();
+        let (bets_sent, invalid_rows) = self.send_file()?;
         let winners = self.ask_for_winners()?;
         info!(
             "action: consulta_ganadores | result: success | cant_ganadores: {}",
@@ -185,6 +213,57 @@ impl Agency {
             invalid_rows,
             winners,
         })
+    }
+
+    /// Sends the agency file's bets and FINISH on one connection. A connection
+    /// the server refuses with BUSY is tried again, from the start of the file,
+    /// every retry interval until the timeout.
+    fn send_file(&self) -> Result<(u64, u64), ClientError> {
+        let deadline = Instant::now() + self.config.timeout;
+        let mut refusals = 0;
+        loop {
+            let mut reader =
+                AgencyFile::open(&self.config.data_file).map_err(|e| ClientError::DataFile {
+                    path: self.config.data_file.clone(),
+                    reason: e.to_string(),
+                })?;
+            let mut conn = self.connect(deadline)?;
+            let attempt = self.send_bets(&mut reader, &mut conn).and_then(|sent| {
+                let (bets_sent, invalid_rows) = sent;
+                info!(
+                    "action: apuestas_enviadas | result: success | cantidad: {bets_sent} | invalidas: {invalid_rows} | bytes: {}",
+                    self.bytes_sent.get()
+                );
+                self.finish(&mut conn)?;
+                Ok(sent)
+            });
+            let refused_whole = self.answers_on_connection.get() == 0;
+            drop(conn);
+            self.forget_stream();
+            match attempt {
+                Err(e) if e.is_busy() && refused_whole && Instant::now() < deadline => {
+                    refusals += 1;
+                    let pause = self.busy_pause(refusals);
+                    warn!(
+                        "action: conectar | result: in_progress | error: {e}; sending the file again in {} ms",
+                        pause.as_millis()
+                    );
+                    self.sleep(pause.min(deadline - Instant::now()))?;
+                }
+                attempt => return attempt,
+            }
+        }
+    }
+
+    /// The pause after the `refusals`-th BUSY in a row (see `busy_pause`).
+    fn busy_pause(&self, refusals: u32) -> Duration {
+        // xorshift64: cheap, and enough to spread agencies apart.
+        let mut state = self.jitter.get();
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        self.jitter.set(state);
+        busy_pause(self.config.retry_interval, refusals, state)
     }
 
     /// Connects, retrying every retry interval until `deadline`.
@@ -206,6 +285,7 @@ impl Agency {
                         (Ok(conn), Ok(clone)) => {
                             *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
                                 Some(clone);
+                            self.answers_on_connection.set(0);
                             // A signal that arrived just before the socket was registered.
                             if self.shutdown.is_triggered() {
                                 return Err(ClientError::Interrupted);
@@ -266,11 +346,20 @@ impl Agency {
         during: &'static str,
     ) -> Result<Reply, ClientError> {
         match conn.read_reply() {
-            Ok(Some(reply)) => refusal_as_error(reply, during),
+            Ok(Some(reply)) => self.answer(reply, during),
             Ok(None) if self.shutdown.is_triggered() => Err(ClientError::Interrupted),
             Ok(None) => Err(ClientError::ServerClosed { during }),
             Err(e) => Err(self.connection_error(during, e)),
         }
+    }
+
+    /// A reply read on the connection in use: an ERROR becomes `Refused`, any
+    /// other reply is counted as an answer.
+    fn answer(&self, reply: Reply, during: &'static str) -> Result<Reply, ClientError> {
+        let reply = refusal_as_error(reply, during)?;
+        self.answers_on_connection
+            .set(self.answers_on_connection.get() + 1);
+        Ok(reply)
     }
 
     /// Queues a message; it goes out with the next `flush`.
@@ -280,9 +369,24 @@ impl Agency {
             .set(self.bytes_sent.get() + bytes.len() as u64);
     }
 
+    /// Writes everything queued. When the server closed the connection, the
+    /// ERROR it sent before closing (BUSY comes before anything is read) says
+    /// more than the failed write, so it is read and returned when it is there.
     fn flush(&self, conn: &mut Connection, during: &'static str) -> Result<(), ClientError> {
-        conn.flush()
-            .map_err(|e| self.connection_error(during, ConnectionError::Io(e)))
+        let Err(error) = conn.flush() else {
+            return Ok(());
+        };
+        let closed_by_peer = matches!(
+            error.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        );
+        if closed_by_peer
+            && !self.shutdown.is_triggered()
+            && let Ok(Some(reply @ Reply::Error { .. })) = conn.read_reply()
+        {
+            return refusal_as_error(reply, during).map(|_| ());
+        }
+        Err(self.connection_error(during, ConnectionError::Io(error)))
     }
 
     fn send(
@@ -415,7 +519,7 @@ impl Agency {
             self.read_reply(conn, DURING)?
         } else {
             match conn.next_buffered_reply() {
-                Ok(Some(reply)) => refusal_as_error(reply, DURING)?,
+                Ok(Some(reply)) => self.answer(reply, DURING)?,
                 Ok(None) => return Ok(None),
                 Err(e) => return Err(self.connection_error(DURING, e.into())),
             }
@@ -470,33 +574,45 @@ impl Agency {
             during: DURING,
             reply: e.to_string(),
         })?;
+        let mut refusals = 0;
         loop {
             let mut conn = self.connect(deadline)?;
             let answer = self.winners_attempt(&mut conn, &request);
             drop(conn);
             self.forget_stream();
-            match answer {
+            let pause = match answer {
                 Ok(Some(parts)) => return Ok(split_documents(&parts)),
-                Ok(None) => debug!(
-                    "action: consulta_ganadores | result: in_progress | detail: the draw has not happened yet"
-                ),
-                // A query stores nothing, so a connection lost during one (say, reset
-                // by an overloaded server) is simply asked again, until the deadline.
-                Err(e @ (ClientError::Connection { .. } | ClientError::ServerClosed { .. }))
-                    if Instant::now() < deadline =>
-                {
-                    warn!(
-                        "action: consulta_ganadores | result: in_progress | error: {e}; asking again"
+                Ok(None) => {
+                    debug!(
+                        "action: consulta_ganadores | result: in_progress | detail: the draw has not happened yet"
                     );
+                    refusals = 0;
+                    self.config.retry_interval
+                }
+                // A query stores nothing, so a connection lost during one (say, reset
+                // by an overloaded server) or refused as BUSY is simply asked again,
+                // until the deadline.
+                Err(e) if e.worth_asking_again() && Instant::now() < deadline => {
+                    let pause = if e.is_busy() {
+                        refusals += 1;
+                        self.busy_pause(refusals)
+                    } else {
+                        self.config.retry_interval
+                    };
+                    warn!(
+                        "action: consulta_ganadores | result: in_progress | error: {e}; asking again in {} ms",
+                        pause.as_millis()
+                    );
+                    pause
                 }
                 Err(e) => return Err(e),
-            }
+            };
             if Instant::now() >= deadline {
                 return Err(ClientError::DrawTimeout {
                     waited: started.elapsed(),
                 });
             }
-            self.sleep(self.config.retry_interval.min(deadline - Instant::now()))?;
+            self.sleep(pause.min(deadline - Instant::now()))?;
         }
     }
 
@@ -544,6 +660,28 @@ fn refusal_as_error(reply: Reply, during: &'static str) -> Result<Reply, ClientE
     }
 }
 
+/// The pause after the `refusals`-th BUSY in a row: the retry interval,
+/// doubled with each further refusal up to `BUSY_DOUBLINGS` times but not past
+/// `BUSY_PAUSE_CAP` (unless the interval itself is longer), less a part of up to
+/// a half chosen by `random`. A full server then sees the refused agencies come
+/// back a few at a time instead of all of them every interval: a thousand
+/// agencies retrying every 100 ms overflowed its accept queue.
+fn busy_pause(interval: Duration, refusals: u32, random: u64) -> Duration {
+    let doubled = interval.saturating_mul(1 << refusals.saturating_sub(1).min(BUSY_DOUBLINGS));
+    let pause = doubled.min(BUSY_PAUSE_CAP.max(interval));
+    pause.mul_f64(1.0 - 0.5 * (random % 1024) as f64 / 1024.0)
+}
+
+/// A seed that differs between agencies started together: the process id and
+/// the clock's nanoseconds (never 0, which the generator would keep).
+fn jitter_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (u64::from(std::process::id()) << 32 | u64::from(nanos)) | 1
+}
+
 fn split_documents(parts: &[String]) -> Vec<String> {
     parts
         .iter()
@@ -556,6 +694,23 @@ fn split_documents(parts: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pause_after_busy_doubles_up_to_a_cap_and_is_spread() {
+        let interval = Duration::from_millis(100);
+        let full = |refusals| busy_pause(interval, refusals, 0);
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(
+            [1, 2, 3, 4, 5, 6, 7, 100].map(|n| ms(full(n))),
+            [100, 200, 400, 800, 1600, 3200, 3200, 3200]
+        );
+        assert_eq!(ms(busy_pause(Duration::from_secs(1), 9, 0)), 5000);
+        assert_eq!(ms(busy_pause(Duration::from_secs(8), 9, 0)), 8000);
+        // The random part takes off up to (not quite) a half.
+        assert_eq!(ms(busy_pause(interval, 1, 512)), 75);
+        assert_eq!(ms(busy_pause(interval, 1, 1023)), 50);
+        assert_eq!(busy_pause(Duration::ZERO, 3, 7), Duration::ZERO);
+    }
 
     #[test]
     fn winner_parts_join_into_documents() {

@@ -360,6 +360,75 @@ fn a_connection_flood_gets_busy_and_threads_return_to_baseline() {
 }
 
 #[test]
+fn agencies_refused_as_busy_connect_again_and_nothing_is_stored_twice() {
+    let _shared = side_by_side();
+    let data = tempfile::tempdir().unwrap();
+    // Over 64 batches each, so the client's first write is more than one window
+    // and may fail on the closed socket before the BUSY is read.
+    let winners = write_agency_files(data.path(), 2, 20_000);
+    let server = ServerProcess::start(2, &[("SERVER_MAX_CONNECTIONS", "1")]);
+    // This connection takes the only slot; a served query proves it is counted.
+    let mut holder = connect(server.port);
+    assert_eq!(
+        exchange(&mut holder, &get_winners_message(1)),
+        Wire::NoWinners
+    );
+    let agency_file = |id: u32| data.path().join(format!("agency-{id}.csv"));
+    let first = client_command(1, &server.address(), &agency_file(1))
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_count(&server, "conexion_rechazada", 2),
+        "agency 1 did not try again after BUSY:\n{}",
+        server.log_text()
+    );
+    drop(holder);
+    // Agency 2 now competes for the one slot with agency 1, which sends its
+    // bets and then holds the slot with each winners query: both get BUSY
+    // along the way, in either phase.
+    let second = client_command(2, &server.address(), &agency_file(2))
+        .spawn()
+        .unwrap();
+    for (index, child) in [first, second].into_iter().enumerate() {
+        let output = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "agency {}:\n{log}", index + 1);
+        assert_eq!(logged_winner_count(&output), Some(winners[index]), "{log}");
+        if index == 0 {
+            assert!(
+                log.contains("action: conectar | result: in_progress") && log.contains("BUSY"),
+                "agency 1 logs that it was refused and connects again:\n{log}"
+            );
+        }
+    }
+    let rows = server.stored_rows();
+    let distinct: std::collections::HashSet<&String> = rows.iter().collect();
+    assert_eq!(
+        (rows.len(), distinct.len()),
+        (40_000, 40_000),
+        "every bet is stored exactly once"
+    );
+    assert_eq!(
+        server.count_log("action: sorteo | result: success"),
+        1,
+        "{}",
+        server.log_text()
+    );
+}
+
+/// Waits up to 20 s for `needle` to appear in `count` log lines.
+fn wait_for_count(server: &ServerProcess, needle: &str, count: usize) -> bool {
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end {
+        if server.count_log(needle) >= count {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
 fn fifty_agencies_at_once_store_every_row_whole_and_get_exact_winners() {
     let _shared = side_by_side();
     let data = tempfile::tempdir().unwrap();
