@@ -202,8 +202,10 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until SIGTERM or SIGINT, then stops in order. Returns once every
-    /// connection thread has ended and the bets file is flushed.
+    /// Installs the signal handlers, logs `action: config | result: success`
+    /// (the server is ready from then on), serves until SIGTERM or SIGINT, then
+    /// stops in order. Returns once every connection thread has ended and the
+    /// bets file is flushed.
     pub fn run(self) -> Result<(), ServerError> {
         let wake_address = self.wake_address().map_err(ServerError::Signals)?;
         let shutdown = self.shutdown.clone();
@@ -216,6 +218,13 @@ impl Server {
             }
         })
         .map_err(ServerError::Signals)?;
+        // Logged only now: a client or script that waits for this line (it names
+        // the port) may count on the server being ready, SIGTERM included.
+        let port = self.local_addr().map_or(self.config.port, |a| a.port());
+        info!(
+            "action: config | result: success | {}",
+            self.config.describe(port)
+        );
 
         let handlers = self.accept_until_shutdown();
         self.stop(handlers);

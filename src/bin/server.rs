@@ -19,18 +19,13 @@ fn main() -> ExitCode {
         }
     };
     lottery::logging::init(config.log_level);
-    let server = match Server::bind(config.clone()) {
+    let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
             log::error!("action: config | result: fail | error: {e}");
             return ExitCode::from(u8::try_from(e.exit_status()).unwrap_or(1));
         }
     };
-    let port = server.local_addr().map_or(config.port, |a| a.port());
-    log::info!(
-        "action: config | result: success | {}",
-        config.describe(port)
-    );
     match server.run() {
         Ok(()) => {
             log::info!("action: exit | result: success");
