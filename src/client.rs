@@ -11,7 +11,8 @@
 //!
 //! A server at its connection limit answers ERROR BUSY and closes before it
 //! reads anything, so nothing sent on that connection was stored: the agency
-//! connects again after the retry interval and sends its file from the start.
+//! connects again and sends its file from the start, after a pause that grows
+//! with each refusal in a row (`busy_pause`).
 
 use crate::agency_file::AgencyFile;
 use crate::bet::{BetRef, Date};
@@ -161,7 +162,8 @@ pub struct Agency {
     shutdown: Shutdown,
     /// The socket in use, so a signal can shut it and end a blocked read.
     current: Arc<Mutex<Option<TcpStream>>>,
-    /// Bytes written to the server so far, for the summary line.
+    /// Bytes written to the server so far, for the summary line (those of
+    /// connections refused BUSY included).
     bytes_sent: Cell<u64>,
     /// Replies other than ERROR read on the connection in use: a BUSY is only a
     /// refusal of the whole connection (safe to send again) while this is 0.
@@ -217,7 +219,7 @@ impl Agency {
 
     /// Sends the agency file's bets and FINISH on one connection. A connection
     /// the server refuses with BUSY is tried again, from the start of the file,
-    /// every retry interval until the timeout.
+    /// until the timeout.
     fn send_file(&self) -> Result<(u64, u64), ClientError> {
         let deadline = Instant::now() + self.config.timeout;
         let mut refusals = 0;
