@@ -118,7 +118,7 @@ impl std::error::Error for ClientError {}
 
 impl ClientError {
     /// Whether the server refused the connection for being at its limit.
-    pub fn is_busy(&self) -> bool {
+    fn is_busy(&self) -> bool {
         matches!(
             self,
             ClientError::Refused {

@@ -134,10 +134,25 @@ impl ServerProcess {
 
     /// Waits until a line containing `needle` appears; returns it.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for(timeout, |lines| {
+            lines.iter().find(|l| l.contains(needle)).cloned()
+        })
+    }
+
+    /// Waits up to `timeout` for `count` lines containing `needle`.
+    pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        self.wait_for(timeout, |lines| {
+            (lines.iter().filter(|l| l.contains(needle)).count() >= count).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Polls the log every 10 ms until `found` returns something or `timeout` passes.
+    fn wait_for<T>(&self, timeout: Duration, found: impl Fn(&[String]) -> Option<T>) -> Option<T> {
         let end = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.log_lines().into_iter().find(|l| l.contains(needle)) {
-                return Some(line);
+            if let Some(value) = found(&self.log_lines()) {
+                return Some(value);
             }
             if Instant::now() >= end {
                 return None;
