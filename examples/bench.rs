@@ -574,3 +574,21 @@ fn bench(logs_dir: &Path) -> ExitCode {
     println!("results: {}", results.display());
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::log_ms;
+
+    #[test]
+    fn log_stamps_read_as_milliseconds_since_1970() {
+        let at = |stamp: &str| log_ms(&format!("{stamp} INFO  action: x | result: success"));
+        assert_eq!(at("1970-01-01T00:00:00.000Z"), Some(0.0));
+        assert_eq!(at("2000-03-01T00:00:00.000Z"), Some(951_868_800_000.0));
+        assert_eq!(at("2024-02-29T12:00:00.500Z"), Some(1_709_208_000_500.0));
+        // Across midnight (and a year's end) the difference stays right.
+        let before = at("2026-12-31T23:59:59.999Z").unwrap();
+        let after = at("2027-01-01T00:00:00.001Z").unwrap();
+        assert!((after - before - 2.0).abs() < 1e-6);
+        assert_eq!(log_ms("not a stamp"), None);
+    }
+}
