@@ -185,12 +185,20 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Sends signal `name` (`TERM`, `INT` or `KILL`) to process `pid` with one system
+/// call. Starting a `kill` process instead would count its start, up to seconds
+/// on a loaded machine, against the deadlines measured from the signal.
 pub fn signal_pid(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args(["-s", name, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -s {name} {pid}");
+    use rustix::process::{Pid, Signal, kill_process};
+    let signal = match name {
+        "TERM" => Signal::TERM,
+        "INT" => Signal::INT,
+        "KILL" => Signal::KILL,
+        other => panic!("no such signal in these tests: {other}"),
+    };
+    let target = i32::try_from(pid).ok().and_then(Pid::from_raw);
+    let target = target.unwrap_or_else(|| panic!("not a process id: {pid}"));
+    kill_process(target, signal).unwrap_or_else(|e| panic!("kill -s {name} {pid}: {e}"));
 }
 
 pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
