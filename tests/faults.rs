@@ -451,13 +451,16 @@ fn fifty_agencies_at_once_store_every_row_whole_and_get_exact_winners() {
     assert!(per_agency[1..].iter().all(|&n| n == 400));
 }
 
+/// The stop after `signal`: exit 0, every step logged in order, and the server's
+/// own stop under 2 s, from the signal's arrival to its exit line (its log's
+/// stamps). The process must be gone within 10 s: on this shared machine, a
+/// process whose last line came 12 ms after the signal was still seen running
+/// 2.5 s after it was sent, so a 2 s bound on that would measure the host.
 fn assert_clean_stop(server: &mut ServerProcess, signal: &str) {
-    let sent = Instant::now();
     server.signal(signal);
     let status = server
-        .wait_exit(Duration::from_secs(2))
-        .unwrap_or_else(|| panic!("no exit within 2 s after {signal}:\n{}", server.log_text()));
-    assert!(sent.elapsed() < Duration::from_secs(2));
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no exit within 10 s after {signal}:\n{}", server.log_text()));
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
     std::thread::sleep(Duration::from_millis(50));
     let lines = server.log_lines();
@@ -467,6 +470,16 @@ fn assert_clean_stop(server: &mut ServerProcess, signal: &str) {
             .position(|l| l.contains(needle))
             .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{}", lines.join("\n")))
     };
+    let received = position("action: shutdown | result: in_progress");
+    let took = ms_between(
+        &lines[received],
+        &lines[position("action: exit | result: success")],
+    );
+    assert!(
+        took.is_some_and(|ms| ms < 2000),
+        "the stop after {signal} took {took:?} ms:\n{}",
+        lines.join("\n")
+    );
     let listener = position("action: close_listener | result: success");
     let file = position("action: close_bets_file | result: success");
     let shutdown = position("action: shutdown | result: success");
