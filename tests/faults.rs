@@ -453,9 +453,9 @@ fn fifty_agencies_at_once_store_every_row_whole_and_get_exact_winners() {
 
 /// The stop after `signal`: exit 0, every step logged in order, and the server's
 /// own stop under 2 s, from the signal's arrival to its exit line (its log's
-/// stamps). The process must be gone within 10 s: on this shared machine, a
-/// process whose last line came 12 ms after the signal was still seen running
-/// 2.5 s after it was sent, so a 2 s bound on that would measure the host.
+/// stamps). The process must be gone within 10 s: on a loaded 2-core virtual
+/// machine, a server whose last line came 12 ms after the signal was still seen
+/// running 2.5 s after it was sent, so a 2 s bound on that would time the host.
 fn assert_clean_stop(server: &mut ServerProcess, signal: &str) {
     server.signal(signal);
     let status = server
