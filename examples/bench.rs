@@ -73,26 +73,9 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// Milliseconds since 1970 of a log line's `YYYY-MM-DDTHH:MM:SS.mmmZ` stamp (UTC),
-/// so that two stamps subtract correctly across midnight.
+/// Milliseconds since 1970 of a log line's stamp.
 fn log_ms(line: &str) -> Option<f64> {
-    let field = |from: usize, to: usize| line.get(from..to)?.parse::<i64>().ok();
-    let (year, month, day) = (field(0, 4)?, field(5, 7)?, field(8, 10)?);
-    let (hour, minute) = (field(11, 13)?, field(14, 16)?);
-    let second: f64 = line.get(17..23)?.parse().ok()?;
-    // Days from 1970-01-01 to the date, in the proleptic Gregorian calendar:
-    // counted from March so that the leap day ends a year.
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * m + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    Some(((days * 24 + hour) * 60 + minute) as f64 * 60_000.0 + second * 1000.0)
+    lottery::logging::stamp_ms(line).map(|ms| ms as f64)
 }
 
 /// Milliseconds since 1970 now, on the clock the log stamps come from.
@@ -573,22 +556,4 @@ fn bench(logs_dir: &Path) -> ExitCode {
     }
     println!("results: {}", results.display());
     ExitCode::SUCCESS
-}
-
-#[cfg(test)]
-mod tests {
-    use super::log_ms;
-
-    #[test]
-    fn log_stamps_read_as_milliseconds_since_1970() {
-        let at = |stamp: &str| log_ms(&format!("{stamp} INFO  action: x | result: success"));
-        assert_eq!(at("1970-01-01T00:00:00.000Z"), Some(0.0));
-        assert_eq!(at("2000-03-01T00:00:00.000Z"), Some(951_868_800_000.0));
-        assert_eq!(at("2024-02-29T12:00:00.500Z"), Some(1_709_208_000_500.0));
-        // Across midnight (and a year's end) the difference stays right.
-        let before = at("2026-12-31T23:59:59.999Z").unwrap();
-        let after = at("2027-01-01T00:00:00.001Z").unwrap();
-        assert!((after - before - 2.0).abs() < 1e-6);
-        assert_eq!(log_ms("not a stamp"), None);
-    }
 }

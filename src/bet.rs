@@ -96,6 +96,23 @@ impl Date {
         }
     }
 
+    /// Days from 1970-01-01 to this date (the "days from civil" count, inverse of
+    /// `from_days_since_epoch`); 0 for a date before 1970.
+    pub fn days_since_epoch(self) -> u64 {
+        let (year, month) = (u64::from(self.year), u64::from(self.month));
+        // Counted from March, so that the leap day ends a year.
+        let (year, shifted_month) = if month <= 2 {
+            (year.saturating_sub(1), month + 9)
+        } else {
+            (year, month.saturating_sub(3))
+        };
+        let era = year / 400;
+        let year_of_era = year - era * 400;
+        let day_of_year = (153 * shifted_month + 2) / 5 + u64::from(self.day).saturating_sub(1);
+        let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+        (era * 146_097 + day_of_era).saturating_sub(719_468)
+    }
+
     /// Parses `YYYY-MM-DD` into a real calendar date; `None` for any other shape
     /// or for a day that does not exist (2023-02-29, 2024-04-31, month 13...).
     pub fn parse(bytes: &[u8]) -> Option<Date> {
@@ -555,6 +572,10 @@ mod tests {
         assert_eq!(Date::from_days_since_epoch(11_016), d(2000, 2, 29));
         assert_eq!(Date::from_days_since_epoch(20_786), d(2026, 11, 29));
         assert_eq!(Date::from_days_since_epoch(47_541), d(2100, 3, 1));
+        for days in (0..200_000).step_by(7).chain([11_016, 47_540, 47_541]) {
+            assert_eq!(Date::from_days_since_epoch(days).days_since_epoch(), days);
+        }
+        assert_eq!(d(1969, 12, 31).days_since_epoch(), 0);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! The timestamp is UTC with milliseconds (`2026-11-29T08:20:21.908Z`), written
 //! here: the date library env_logger would use for it was the largest part of
-//! a clean build.
+//! a clean build. `stamp_ms` reads it back, for whoever times the programs by
+//! their logs (the tests and the bench).
 
 use crate::bet::Date;
 use log::LevelFilter;
@@ -30,6 +31,47 @@ pub fn init(level: LevelFilter) {
         .init();
 }
 
+const MS_PER_DAY: u64 = 86_400_000;
+
+/// Milliseconds since 1970 of the `YYYY-MM-DDTHH:MM:SS.mmmZ` stamp that starts a
+/// log line written by `init`'s format; `None` if the line does not start with
+/// one. The tests and the bench time the programs by these stamps.
+pub fn stamp_ms(line: &str) -> Option<u64> {
+    let bytes = line.as_bytes();
+    let date = Date::parse(bytes.get(..10)?)?;
+    let time: [u8; 14] = bytes.get(10..24)?.try_into().ok()?;
+    let [
+        b'T',
+        h1,
+        h2,
+        b':',
+        m1,
+        m2,
+        b':',
+        s1,
+        s2,
+        b'.',
+        f1,
+        f2,
+        f3,
+        b'Z',
+    ] = time
+    else {
+        return None;
+    };
+    let number = |digits: &[u8]| {
+        digits.iter().try_fold(0u64, |value, &b| {
+            b.is_ascii_digit().then(|| value * 10 + u64::from(b - b'0'))
+        })
+    };
+    let (hour, minute, second) = (number(&[h1, h2])?, number(&[m1, m2])?, number(&[s1, s2])?);
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let milli = number(&[f1, f2, f3])?;
+    Some(date.days_since_epoch() * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + milli)
+}
+
 /// A point in time shown as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 #[derive(Debug, Clone, Copy)]
 struct UtcMillis {
@@ -49,7 +91,6 @@ impl UtcMillis {
 
 impl fmt::Display for UtcMillis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MS_PER_DAY: u64 = 86_400_000;
         let Date { year, month, day } = Date::from_days_since_epoch(self.since_epoch / MS_PER_DAY);
         let ms = self.since_epoch % MS_PER_DAY;
         write!(
@@ -80,6 +121,41 @@ mod tests {
         assert_eq!(shown(1_796_034_021_908), "2026-11-30T10:20:21.908Z");
         assert_eq!(shown(4_102_444_799_001), "2099-12-31T23:59:59.001Z");
         assert_eq!(shown(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn stamps_read_back_as_milliseconds_since_1970() {
+        for ms in [
+            0,
+            951_782_400_123,
+            951_868_800_000,
+            1_709_164_800_999,
+            1_709_208_000_500,
+            1_796_034_021_908,
+            253_402_300_799_999,
+        ] {
+            let line = format!("{} INFO  action: x | result: success", shown(ms));
+            assert_eq!(stamp_ms(&line), Some(ms), "{line}");
+        }
+        assert_eq!(stamp_ms("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(stamp_ms("2000-03-01T00:00:00.000Z"), Some(951_868_800_000));
+        assert_eq!(
+            stamp_ms("2024-02-29T12:00:00.500Z"),
+            Some(1_709_208_000_500)
+        );
+        // Across midnight (and a year's end) the difference stays right.
+        let before = stamp_ms("2026-12-31T23:59:59.999Z").unwrap();
+        let after = stamp_ms("2027-01-01T00:00:00.001Z").unwrap();
+        assert_eq!(after - before, 2);
+        for bad in [
+            "not a stamp",
+            "2026-02-30T00:00:00.000Z",
+            "2026-11-29T24:00:00.000Z",
+            "2026-11-29 10:00:00.000Z",
+            "2026-11-29T10:00:00.00Z",
+        ] {
+            assert_eq!(stamp_ms(bad), None, "{bad}");
+        }
     }
 
     #[test]

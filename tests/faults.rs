@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use lottery::logging::stamp_ms;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
@@ -471,10 +472,10 @@ fn assert_clean_stop(server: &mut ServerProcess, signal: &str) {
             .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{}", lines.join("\n")))
     };
     let received = position("action: shutdown | result: in_progress");
-    let took = ms_between(
-        &lines[received],
-        &lines[position("action: exit | result: success")],
-    );
+    let exited = position("action: exit | result: success");
+    let took = stamp_ms(&lines[exited])
+        .zip(stamp_ms(&lines[received]))
+        .and_then(|(end, start)| end.checked_sub(start));
     assert!(
         took.is_some_and(|ms| ms < 2000),
         "the stop after {signal} took {took:?} ms:\n{}",

@@ -185,25 +185,6 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Milliseconds since midnight of a log line's `YYYY-MM-DDTHH:MM:SS.mmmZ` stamp.
-pub fn stamp_ms(line: &str) -> Option<u64> {
-    let field = |from: usize, to: usize| line.get(from..to)?.parse::<u64>().ok();
-    let (hour, minute, second, milli) = (
-        field(11, 13)?,
-        field(14, 16)?,
-        field(17, 19)?,
-        field(20, 23)?,
-    );
-    Some(((hour * 60 + minute) * 60 + second) * 1000 + milli)
-}
-
-/// Milliseconds from the stamp of line `from` to that of line `to`, across
-/// midnight too (the lines are less than a day apart).
-pub fn ms_between(from: &str, to: &str) -> Option<u64> {
-    const DAY_MS: u64 = 24 * 60 * 60 * 1000;
-    Some((stamp_ms(to)? + DAY_MS - stamp_ms(from)?) % DAY_MS)
-}
-
 /// Sends signal `name` (`TERM`, `INT` or `KILL`) to process `pid` with one system
 /// call. Starting a `kill` process instead would count its start, up to seconds
 /// on a loaded machine, against the deadlines measured from the signal.
