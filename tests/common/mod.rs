@@ -3,11 +3,11 @@
 //! speak the wire protocol with hand-built bytes.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// Tests of one file run side by side, except those with a deadline on how fast
@@ -47,7 +47,10 @@ pub struct ServerProcess {
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub bets_file: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
+    /// The server's standard error. A file, not a pipe: a pipe that the test
+    /// reads late fills up and blocks the server's next log line, which then
+    /// shows as a pause of the server's own.
+    log_file: PathBuf,
 }
 
 impl ServerProcess {
@@ -65,6 +68,7 @@ impl ServerProcess {
         dir: tempfile::TempDir,
         bets_file: PathBuf,
     ) -> ServerProcess {
+        let log_file = dir.path().join("server.log");
         let mut command = Command::new(SERVER_BIN);
         command
             .env("SERVER_PORT", "0")
@@ -75,25 +79,17 @@ impl ServerProcess {
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(std::fs::File::create(&log_file).expect("create the server's log file"));
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut child = command.spawn().expect("start the server binary");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let child = command.spawn().expect("start the server binary");
         let mut server = ServerProcess {
             child,
             port: 0,
             dir,
             bets_file,
-            log,
+            log_file,
         };
         let line = server
             .wait_for_log("action: config | result: success", Duration::from_secs(10))
@@ -115,9 +111,12 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// Every log line so far.
+    /// Every whole log line so far.
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
+        let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        // A line still being written has no newline yet.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole.lines().map(str::to_string).collect()
     }
 
     pub fn log_text(&self) -> String {
