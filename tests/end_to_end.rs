@@ -39,7 +39,7 @@ fn five_agencies_get_exactly_their_winners(data_dir: &std::path::Path) {
 
     server.signal("TERM");
     let status = server
-        .wait_exit(Duration::from_secs(5))
+        .wait_exit(Duration::from_secs(30))
         .expect("server exits");
     assert!(status.success());
 }
@@ -154,6 +154,7 @@ fn a_second_finish_from_the_same_agency_does_not_trigger_the_draw() {
 fn a_waiting_get_winners_is_answered_as_soon_as_the_draw_happens() {
     let _alone = alone();
     let server = ServerProcess::start(1, &[("SERVER_DRAW_WAIT_MS", "10000")]);
+    let pauses = HostPauses::start();
     let port = server.port;
     let waiter = std::thread::spawn(move || {
         let mut stream = connect(port);
@@ -169,10 +170,8 @@ fn a_waiting_get_winners_is_answered_as_soon_as_the_draw_happens() {
     );
     let (reply, waited) = waiter.join().unwrap();
     assert_eq!(reply, Wire::Winners(String::new()));
-    assert!(
-        waited < Duration::from_secs(5),
-        "woken by the draw, not the timeout"
-    );
+    // The draw wait is 10 s: an answer within 5 s came from the draw.
+    pauses.assert_within(waited, Duration::from_secs(5), "the answer after the draw");
 }
 
 #[test]

@@ -212,7 +212,7 @@ fn every_protocol_error_gets_its_code_and_a_normal_run_still_completes() {
     assert_eq!(agency6.len(), 2);
     assert!(agency6[0].contains(",100,") && agency6[1].contains(",101,"));
     server.signal("TERM");
-    assert!(server.wait_exit(Duration::from_secs(5)).unwrap().success());
+    assert!(server.wait_exit(Duration::from_secs(30)).unwrap().success());
 }
 
 #[test]
@@ -266,6 +266,7 @@ fn a_client_that_disconnects_mid_message_stores_nothing() {
 fn a_slowloris_never_delays_others_and_is_closed_by_the_idle_timeout() {
     let _alone = alone();
     let server = ServerProcess::start(1, &[("SERVER_IDLE_TIMEOUT_MS", "5000")]);
+    let pauses = HostPauses::start();
     let mut slow = connect(server.port);
     // A header promising a body that never completes, fed a byte every 100 ms.
     let header = [0, 1, 0, 0, 0, 1, 0, 1, 0x10, 0x00];
@@ -300,8 +301,13 @@ fn a_slowloris_never_delays_others_and_is_closed_by_the_idle_timeout() {
 
     let lasted = trickler.join().unwrap();
     assert!(
-        lasted >= Duration::from_millis(4900) && lasted < Duration::from_secs(12),
-        "closed by the idle deadline although bytes kept coming: {lasted:?}"
+        lasted >= Duration::from_millis(4900),
+        "closed before the idle deadline: {lasted:?}"
+    );
+    pauses.assert_within(
+        lasted,
+        Duration::from_secs(12),
+        "closing a connection idle for the 5 s deadline although bytes kept coming",
     );
     assert!(
         server
@@ -453,15 +459,17 @@ fn fifty_agencies_at_once_store_every_row_whole_and_get_exact_winners() {
 }
 
 /// The stop after `signal`: exit 0, every step logged in order, and the server's
-/// own stop under 2 s, from the signal's arrival to its exit line (its log's
-/// stamps). The process must be gone within 10 s: on a loaded 2-core virtual
-/// machine, a server whose last line came 12 ms after the signal was still seen
-/// running 2.5 s after it was sent, so a 2 s bound on that would time the host.
+/// own stop under 2 s (plus the host's pauses), from the signal's arrival to its
+/// exit line (its log's stamps). The process must be gone within 30 s: on a
+/// loaded 2-core virtual machine, a server whose last line came 12 ms after the
+/// signal was still seen running 2.5 s after it was sent, so a 2 s bound on that
+/// would time the host.
 fn assert_clean_stop(server: &mut ServerProcess, signal: &str) {
+    let pauses = HostPauses::start();
     server.signal(signal);
     let status = server
-        .wait_exit(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("no exit within 10 s after {signal}:\n{}", server.log_text()));
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no exit within 30 s after {signal}:\n{}", server.log_text()));
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
     std::thread::sleep(Duration::from_millis(50));
     let lines = server.log_lines();
@@ -475,10 +483,12 @@ fn assert_clean_stop(server: &mut ServerProcess, signal: &str) {
     let exited = position("action: exit | result: success");
     let took = stamp_ms(&lines[exited])
         .zip(stamp_ms(&lines[received]))
-        .and_then(|(end, start)| end.checked_sub(start));
+        .and_then(|(end, start)| end.checked_sub(start))
+        .unwrap_or_else(|| panic!("unreadable log stamps:\n{}", lines.join("\n")));
     assert!(
-        took.is_some_and(|ms| ms < 2000),
-        "the stop after {signal} took {took:?} ms:\n{}",
+        pauses.allow(Duration::from_millis(took), Duration::from_secs(2)),
+        "the stop after {signal} took {took} ms: over 2 s plus the host's pauses meanwhile ({:?}):\n{}",
+        pauses.so_far(),
         lines.join("\n")
     );
     let listener = position("action: close_listener | result: success");
@@ -658,8 +668,15 @@ fn sigterm_to_a_client_closes_its_socket_and_exits_0() {
         )
         .expect("the client finished");
     std::thread::sleep(Duration::from_millis(100));
+    let pauses = HostPauses::start();
+    let signalled = Instant::now();
     signal_pid(client.id(), "TERM");
-    let status = wait_child(&mut client, Duration::from_secs(2)).expect("client exits");
+    let status = wait_child(&mut client, Duration::from_secs(30)).expect("client exits");
+    pauses.assert_within(
+        signalled.elapsed(),
+        Duration::from_secs(2),
+        "the client's exit after SIGTERM",
+    );
     let mut log = String::new();
     client
         .stderr
@@ -747,6 +764,7 @@ fn a_client_with_nothing_listening_fails_clearly_within_its_timeout() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
+    let pauses = HostPauses::start();
     let started = Instant::now();
     let output = client_command(
         1,
@@ -760,7 +778,11 @@ fn a_client_with_nothing_listening_fails_clearly_within_its_timeout() {
     assert_eq!(output.status.code(), Some(1), "{log}");
     assert!(log.contains("could not connect to the server"), "{log}");
     assert!(!log.contains("panicked"));
-    assert!(started.elapsed() < Duration::from_secs(5));
+    pauses.assert_within(
+        started.elapsed(),
+        Duration::from_secs(5),
+        "giving up after CLI_TIMEOUT_S=1, start and exit included",
+    );
 }
 
 #[test]
@@ -769,6 +791,7 @@ fn a_client_whose_server_is_killed_mid_run_fails_clearly() {
     let data = tempfile::tempdir().unwrap();
     write_agency_files(data.path(), 1, 60_000);
     let mut server = ServerProcess::start(1, &[]);
+    let pauses = HostPauses::start();
     let started = Instant::now();
     let mut client = client_command(1, &server.address(), &data.path().join("agency-1.csv"))
         .env("CLI_TIMEOUT_S", "2")
@@ -782,8 +805,8 @@ fn a_client_whose_server_is_killed_mid_run_fails_clearly() {
         )
         .expect("ingest started");
     server.signal("KILL");
-    server.wait_exit(Duration::from_secs(2)).expect("killed");
-    let status = wait_child(&mut client, Duration::from_secs(6)).expect("the client gives up");
+    server.wait_exit(Duration::from_secs(30)).expect("killed");
+    let status = wait_child(&mut client, Duration::from_secs(60)).expect("the client gives up");
     let mut log = String::new();
     client
         .stderr
@@ -797,7 +820,11 @@ fn a_client_whose_server_is_killed_mid_run_fails_clearly() {
         "{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
-    assert!(started.elapsed() < Duration::from_secs(15));
+    pauses.assert_within(
+        started.elapsed(),
+        Duration::from_secs(15),
+        "a client whose server was killed, giving up after CLI_TIMEOUT_S=2",
+    );
 }
 
 #[test]

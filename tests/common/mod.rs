@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Tests of one file run side by side, except those with a deadline on how fast
@@ -25,6 +27,73 @@ pub fn alone() -> RwLockWriteGuard<'static, ()> {
 /// with a test that has a deadline.
 pub fn side_by_side() -> RwLockReadGuard<'static, ()> {
     DEADLINES.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Adds up the time the machine's host kept every process of the test from
+/// running. A deadline on a program's reaction allows its bound plus these
+/// pauses: on this project's 2-core virtual machine a 20 ms sleep has taken
+/// 0.7, 1.7 and 3.1 s, and a deadline that counts such a pause times the host,
+/// not the program. A thread sleeps 5 ms at a time; each wake-up more than 20 ms
+/// late counts its lateness. The program's own slowness does not register: a
+/// sleeping or spinning server leaves this thread's wake-ups on time.
+pub struct HostPauses {
+    paused_us: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HostPauses {
+    pub fn start() -> HostPauses {
+        let paused_us = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (total, stopped) = (Arc::clone(&paused_us), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            const NAP: Duration = Duration::from_millis(5);
+            const JITTER: Duration = Duration::from_millis(20);
+            while !stopped.load(Ordering::Relaxed) {
+                let before = Instant::now();
+                std::thread::sleep(NAP);
+                let late = before.elapsed().saturating_sub(NAP);
+                if late > JITTER {
+                    let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+                    total.fetch_add(late_us, Ordering::Relaxed);
+                }
+            }
+        });
+        HostPauses {
+            paused_us,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The pauses so far.
+    pub fn so_far(&self) -> Duration {
+        Duration::from_micros(self.paused_us.load(Ordering::Relaxed))
+    }
+
+    /// Whether `took` is within `bound` plus the pauses so far.
+    pub fn allow(&self, took: Duration, bound: Duration) -> bool {
+        took < bound + self.so_far()
+    }
+
+    /// Asserts that `took` is within `bound` plus the pauses so far.
+    pub fn assert_within(&self, took: Duration, bound: Duration, what: &str) {
+        assert!(
+            self.allow(took, bound),
+            "{what} took {took:?}: over {bound:?} plus the host's pauses meanwhile ({:?})",
+            self.so_far()
+        );
+    }
+}
+
+impl Drop for HostPauses {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_server");
