@@ -34,8 +34,9 @@ pub fn side_by_side() -> RwLockReadGuard<'static, ()> {
 /// pauses: on this project's 2-core virtual machine a 20 ms sleep has taken
 /// 0.7, 1.7 and 3.1 s, and a deadline that counts such a pause times the host,
 /// not the program. A thread sleeps 5 ms at a time; each wake-up more than 20 ms
-/// late counts its lateness. The program's own slowness does not register: a
-/// sleeping or spinning server leaves this thread's wake-ups on time.
+/// late counts its lateness. A program that sleeps leaves this thread's wake-ups
+/// on time, so its own slowness does not register; one that spins on both cores
+/// could make them late (not measured here).
 pub struct HostPauses {
     paused_us: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
