@@ -75,7 +75,7 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 
 /// Milliseconds since 1970 of a log line's stamp.
 fn log_ms(line: &str) -> Option<f64> {
-    lottery::logging::stamp_ms(line).map(|ms| ms as f64)
+    lottery::stamp_ms(line).map(|ms| ms as f64)
 }
 
 /// Milliseconds since 1970 now, on the clock the log stamps come from.

@@ -8,7 +8,7 @@
 //! documents are 7 or 8 digits, birthdates are real dates from 1940 to 2006, and
 //! about one bet in `--winner-every` plays the winning number 7574.
 
-use lottery::bet::is_leap_year;
+use lottery::is_leap_year;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;

@@ -1,320 +1,377 @@
-//! An agency's CSV file, read row by row for the client.
+//! An agency's CSV file, read row by row for the client, in bounded memory.
 //!
-//! Rows are `first_name,last_name,document,birthdate,number`, no header. Almost
-//! every row is plain: no double quote anywhere. Such a row is split here, in one
-//! pass over bytes borrowed from a 256 KiB buffer, exactly as the `csv` crate
-//! splits it: the fields are the bytes between commas, `\r`, `\n` or `\r\n` ends
-//! a row, and empty lines are skipped. The first row that holds a double quote
-//! hands the rest of the file, from that row on, to the `csv` crate, which knows
-//! quoting; so a file reads the same either way, and the common case runs
-//! several times faster than through the general CSV state machine.
+//! Rows are `first_name,last_name,document,birthdate,number`, no header, ending
+//! in `\r\n`, `\n` or `\r`; empty lines are skipped and a leading UTF-8 byte-order
+//! mark is ignored. Quoting follows the `csv` crate's rules, through its own
+//! parser (`csv_core`), which writes each row into a buffer we own: a row longer
+//! than `MAX_ROW_LEN` is reported and skipped instead of held, so the reader's
+//! memory is the same whatever the file holds (a line of 50 MiB, a quote that is
+//! never closed, a device that never ends).
+//!
+//! Every row comes with the line it starts on and the number of lines it takes:
+//! a valid bet never spans lines (no name holds a line end), so a row that takes
+//! several means a quote was left open, and the user is told where.
 
 use crate::bet::{AGENCY_CSV_COLUMNS, AgencyRow};
+use crate::buffer::{ReadBuffer, Refill};
+use csv_core::{ReadRecordResult, Reader};
+use std::fmt;
 use std::fs::File;
-use std::io::{self, Cursor, Read};
+use std::io::{self, Read};
 use std::path::Path;
 
+/// Longest row kept, in bytes of its fields: a valid row is under 1.1 KiB (two
+/// names of 255 bytes, a document, a date and a number).
+pub(crate) const MAX_ROW_LEN: usize = 4096;
 /// Bytes read from the file at a time.
-const READ_LEN: usize = 256 * 1024;
+const READ_LEN: usize = 64 * 1024;
 
-/// What a byte means to the plain-row scanner.
-const ORDINARY: u8 = 0;
-const COMMA: u8 = 1;
-const ROW_END: u8 = 2;
-const QUOTE: u8 = 3;
+/// Why the agency file cannot be read at all.
+#[derive(Debug)]
+pub(crate) enum AgencyFileError {
+    /// The path is not a regular file (a directory, a FIFO, a device...).
+    NotAFile {
+        kind: &'static str,
+    },
+    Io(io::Error),
+}
 
-/// `BYTE_CLASS[b]`: one table lookup per byte instead of four comparisons.
-const BYTE_CLASS: [u8; 256] = {
-    let mut table = [ORDINARY; 256];
-    table[b',' as usize] = COMMA;
-    table[b'\r' as usize] = ROW_END;
-    table[b'\n' as usize] = ROW_END;
-    table[b'"' as usize] = QUOTE;
-    table
-};
+impl fmt::Display for AgencyFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgencyFileError::NotAFile { kind } => {
+                write!(f, "it is a {kind}, not a regular file")
+            }
+            AgencyFileError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
 
-type QuotedReader = csv::Reader<io::Chain<Cursor<Vec<u8>>, File>>;
+impl std::error::Error for AgencyFileError {}
+
+impl From<io::Error> for AgencyFileError {
+    fn from(e: io::Error) -> Self {
+        AgencyFileError::Io(e)
+    }
+}
+
+/// One row of the file: where it is and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Row<'a> {
+    /// The line the row starts on, counting from 1.
+    pub line: u64,
+    /// How many lines the row takes (1 for every well-formed row).
+    pub lines: u64,
+    pub content: Result<AgencyRow<'a>, RowProblem>,
+}
+
+/// Why a row could not even be split into fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowProblem {
+    /// Its fields hold more than `MAX_ROW_LEN` bytes.
+    TooLong,
+    /// It runs over several lines: a quote opened on its first line is not
+    /// closed there (or at all).
+    SpansLines,
+}
+
+impl fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowProblem::TooLong => write!(
+                f,
+                "the row is longer than {MAX_ROW_LEN} bytes (a valid row is much shorter)"
+            ),
+            RowProblem::SpansLines => write!(
+                f,
+                "a quote opened on this line is not closed on it, so the row runs over \
+                 several lines; close the quote"
+            ),
+        }
+    }
+}
 
 /// Rows of one agency file. `next_row` lends each row without allocating.
-pub struct AgencyFile {
-    /// `None` once the rest of the file went to `quoted`.
-    file: Option<File>,
-    buf: Vec<u8>,
-    /// Unread bytes are `buf[start..end]`.
-    start: usize,
-    end: usize,
-    eof: bool,
-    /// The `csv` reader that takes over at the first quoted row.
-    quoted: Option<(QuotedReader, csv::ByteRecord)>,
+pub(crate) struct AgencyFile {
+    file: File,
+    input: ReadBuffer,
+    parser: Reader,
+    /// The current row's fields, unquoted, one after another.
+    fields: Vec<u8>,
+    /// Where each field of the current row ends in `fields`.
+    ends: [usize; AGENCY_CSV_COLUMNS + 1],
+    lines: LineCounter,
+    /// Nothing was read yet: a byte-order mark may come first.
+    at_start: bool,
+    at_end_of_file: bool,
+    done: bool,
+}
+
+/// The UTF-8 byte-order mark some editors write at the start of a file.
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// Counts line ends (`\n`, `\r\n` or a lone `\r`) in the bytes given to the parser.
+#[derive(Debug, Default)]
+struct LineCounter {
+    /// Lines ended so far.
+    ended: u64,
+    /// The last byte counted was a `\r`: a line ended, and a `\n` right after
+    /// it belongs to the same line end.
+    after_cr: bool,
+}
+
+impl LineCounter {
+    fn count(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            match b {
+                b'\n' => {
+                    self.ended += u64::from(!self.after_cr);
+                    self.after_cr = false;
+                }
+                b'\r' => {
+                    self.ended += 1;
+                    self.after_cr = true;
+                }
+                _ => self.after_cr = false,
+            }
+        }
+    }
+
+    /// The line the next byte is on, counting from 1.
+    fn next_line(&self) -> u64 {
+        self.ended + 1
+    }
+}
+
+/// What a path is, for the message when it is not a regular file.
+fn kind_of(file_type: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_file() {
+        None
+    } else if file_type.is_dir() {
+        Some("directory")
+    } else if file_type.is_fifo() {
+        Some("FIFO (named pipe)")
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        Some("device")
+    } else if file_type.is_socket() {
+        Some("socket")
+    } else {
+        Some("special file")
+    }
 }
 
 impl AgencyFile {
-    /// Opens the file.
-    pub fn open(path: &Path) -> io::Result<AgencyFile> {
+    /// Opens the agency file; only a regular file is read.
+    pub fn open(path: &Path) -> Result<AgencyFile, AgencyFileError> {
+        // Looked at before opening: opening a FIFO would wait for a writer.
+        if let Some(kind) = kind_of(std::fs::metadata(path)?.file_type()) {
+            return Err(AgencyFileError::NotAFile { kind });
+        }
+        let file = File::open(path)?;
+        if let Some(kind) = kind_of(file.metadata()?.file_type()) {
+            return Err(AgencyFileError::NotAFile { kind });
+        }
         Ok(AgencyFile {
-            file: Some(File::open(path)?),
-            buf: vec![0; READ_LEN],
-            start: 0,
-            end: 0,
-            eof: false,
-            quoted: None,
+            file,
+            input: ReadBuffer::new(READ_LEN),
+            parser: Reader::new(),
+            fields: vec![0; MAX_ROW_LEN],
+            ends: [0; AGENCY_CSV_COLUMNS + 1],
+            lines: LineCounter::default(),
+            at_start: true,
+            at_end_of_file: false,
+            done: false,
         })
     }
 
-    /// The next row, or `None` at the end of the file.
-    pub fn next_row(&mut self) -> io::Result<Option<AgencyRow<'_>>> {
-        if self.quoted.is_none() {
-            match self.next_plain_row()? {
-                PlainRow::Row { start, end, commas } => {
-                    return Ok(Some(split_row(&self.buf[start..end], &commas)));
+    /// Reads more of the file when the unread input is used up.
+    fn refill(&mut self) -> io::Result<()> {
+        let file = &mut self.file;
+        let refill = self.input.refill(|free| {
+            loop {
+                match file.read(free) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    result => return result,
                 }
-                PlainRow::End => return Ok(None),
-                PlainRow::Quoted => self.hand_over_to_csv()?,
+            }
+        })?;
+        if refill == Refill::Read(0) {
+            self.at_end_of_file = true;
+        }
+        Ok(())
+    }
+
+    /// Skips the empty lines before a row (the parser would skip them too),
+    /// and a byte-order mark at the start of the file, so that the row's first
+    /// line is known.
+    fn skip_empty_lines(&mut self) -> io::Result<()> {
+        loop {
+            if self.at_start && (self.input.len() >= UTF8_BOM.len() || self.at_end_of_file) {
+                self.at_start = false;
+                if self.input.unread().starts_with(UTF8_BOM) {
+                    self.input.consume(UTF8_BOM.len());
+                }
+            }
+            if !self.at_start {
+                let unread = self.input.unread();
+                let blank = unread
+                    .iter()
+                    .take_while(|&&b| b == b'\r' || b == b'\n')
+                    .count();
+                self.lines.count(&unread[..blank]);
+                self.input.consume(blank);
+                if !self.input.is_empty() || self.at_end_of_file {
+                    return Ok(());
+                }
+            }
+            self.refill()?;
+        }
+    }
+
+    /// The next row, or `None` at the end of the file. A row whose fields
+    /// could not be kept is returned with its problem; reading goes on after it.
+    pub fn next_row(&mut self) -> io::Result<Option<Row<'_>>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.skip_empty_lines()?;
+        let line = self.lines.next_line();
+        let (mut kept, mut columns) = (0, 0);
+        let mut extra_ends = [0; AGENCY_CSV_COLUMNS + 1];
+        let mut too_long = false;
+        // The line of the row's last byte read so far.
+        let mut last_line = line;
+        loop {
+            if self.input.is_empty() && !self.at_end_of_file {
+                self.refill()?;
+            }
+            let unread = self.input.unread();
+            // Once the row is too long, its bytes are written over the same
+            // buffer and dropped; only where it ends still matters.
+            let output = if too_long {
+                &mut self.fields[..]
+            } else {
+                &mut self.fields[kept..]
+            };
+            // Ends past the columns a bet has are only counted.
+            let ends = match self.ends.get_mut(columns..) {
+                Some(free) if !free.is_empty() => free,
+                _ => &mut extra_ends[..],
+            };
+            let (result, read, written, ended) = self.parser.read_record(unread, output, ends);
+            let ends_a_line = matches!(unread[..read].last(), Some(b'\r' | b'\n'));
+            self.lines.count(&unread[..read]);
+            self.input.consume(read);
+            if read > 0 {
+                last_line = self.lines.next_line() - u64::from(ends_a_line);
+            }
+            if !too_long {
+                kept += written;
+            }
+            columns += ended;
+            match result {
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => too_long = true,
+                ReadRecordResult::OutputEndsFull => {}
+                ReadRecordResult::Record => break,
+                ReadRecordResult::End => {
+                    self.done = true;
+                    return Ok(None);
+                }
             }
         }
-        let Some((reader, record)) = self.quoted.as_mut() else {
-            return Ok(None);
+        let lines = last_line - line + 1;
+        let content = if lines > 1 {
+            Err(RowProblem::SpansLines)
+        } else if too_long {
+            Err(RowProblem::TooLong)
+        } else {
+            Ok(self.split(kept, columns))
         };
-        if !reader.read_byte_record(record)? {
-            return Ok(None);
-        }
+        Ok(Some(Row {
+            line,
+            lines,
+            content,
+        }))
+    }
+
+    /// The current row's first fields, from the parser's output.
+    fn split(&self, kept: usize, columns: usize) -> AgencyRow<'_> {
         let mut row = AgencyRow {
-            columns: record.len(),
+            columns,
             ..AgencyRow::default()
         };
-        for (slot, field) in row.fields.iter_mut().zip(record.iter()) {
-            *slot = field;
+        let mut start = 0;
+        for (slot, &end) in row.fields.iter_mut().zip(&self.ends).take(columns) {
+            let end = end.min(kept);
+            *slot = self.fields.get(start..end).unwrap_or_default();
+            start = end;
         }
-        Ok(Some(row))
-    }
-
-    /// Finds the next non-empty row in the buffer, refilling it as needed.
-    fn next_plain_row(&mut self) -> io::Result<PlainRow> {
-        loop {
-            let scan = scan_row(&self.buf[self.start..self.end]);
-            let row_start = self.start;
-            let row_end = match scan.stop {
-                Some(len) => {
-                    if self.buf[row_start + len] == b'"' {
-                        return Ok(PlainRow::Quoted);
-                    }
-                    self.start += len + 1;
-                    row_start + len
-                }
-                // No row end in the buffer: the file's last row, or read more.
-                None if self.eof => {
-                    self.start = self.end;
-                    self.end
-                }
-                None => {
-                    self.refill()?;
-                    continue;
-                }
-            };
-            if row_end == row_start {
-                if self.eof && self.start == self.end {
-                    return Ok(PlainRow::End);
-                }
-                continue; // an empty line, or the `\n` of a `\r\n`
-            }
-            return Ok(PlainRow::Row {
-                start: row_start,
-                end: row_end,
-                commas: scan.commas,
-            });
-        }
-    }
-
-    /// Moves the unread bytes to the front and reads more after them (growing
-    /// the buffer if one row fills it).
-    fn refill(&mut self) -> io::Result<()> {
-        self.buf.copy_within(self.start..self.end, 0);
-        self.end -= self.start;
-        self.start = 0;
-        if self.end == self.buf.len() {
-            self.buf.resize(self.buf.len() * 2, 0);
-        }
-        let Some(file) = self.file.as_mut() else {
-            self.eof = true;
-            return Ok(());
-        };
-        let n = loop {
-            match file.read(&mut self.buf[self.end..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                result => break result?,
-            }
-        };
-        self.end += n;
-        self.eof = n == 0;
-        Ok(())
-    }
-
-    /// From the row at `start` on, the `csv` crate reads the file.
-    fn hand_over_to_csv(&mut self) -> io::Result<()> {
-        let rest = self.buf[self.start..self.end].to_vec();
-        self.start = self.end;
-        let Some(file) = self.file.take() else {
-            return Err(io::Error::other("the agency file was already handed over"));
-        };
-        let reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .buffer_capacity(READ_LEN)
-            .from_reader(Cursor::new(rest).chain(file));
-        self.quoted = Some((reader, csv::ByteRecord::new()));
-        Ok(())
+        row
     }
 }
 
-enum PlainRow {
-    Row {
-        start: usize,
-        end: usize,
-        commas: Commas,
-    },
-    End,
-    /// The next row holds a double quote.
-    Quoted,
-}
-
-/// The commas of a row: how many, and where the first `AGENCY_CSV_COLUMNS` are.
-#[derive(Default)]
-struct Commas {
-    count: usize,
-    at: [usize; AGENCY_CSV_COLUMNS],
-}
-
-impl Commas {
-    fn push(&mut self, at: usize) {
-        if let Some(slot) = self.at.get_mut(self.count) {
-            *slot = at;
-        }
-        self.count += 1;
-    }
-}
-
-struct Scan {
-    /// Where the row ends (a `\r` or `\n`) or a quote is, if anywhere.
-    stop: Option<usize>,
-    commas: Commas,
-}
-
-/// One pass over a row's bytes, eight at a time: its commas and where it stops.
-/// Fields are short, so most words hold a comma or a row end; still, reading a
-/// row this way cut `next_row` from 620 to 423 instructions (callgrind).
-fn scan_row(bytes: &[u8]) -> Scan {
-    let mut commas = Commas::default();
-    let mut words = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for word in &mut words {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(word);
-        let mut special = special_bytes(u64::from_le_bytes(eight));
-        while special != 0 {
-            // The lowest flagged byte comes first in the row (little-endian load).
-            let at = offset + (special.trailing_zeros() / 8) as usize;
-            if BYTE_CLASS[usize::from(bytes[at])] != COMMA {
-                return Scan {
-                    stop: Some(at),
-                    commas,
-                };
-            }
-            commas.push(at);
-            special &= special - 1;
-        }
-        offset += 8;
-    }
-    for (i, &b) in words.remainder().iter().enumerate() {
-        match BYTE_CLASS[usize::from(b)] {
-            ORDINARY => {}
-            COMMA => commas.push(offset + i),
-            _ => {
-                return Scan {
-                    stop: Some(offset + i),
-                    commas,
-                };
-            }
-        }
-    }
-    Scan { stop: None, commas }
-}
-
-/// The high bit of every byte of `word` that is a comma, a double quote, `\r`
-/// or `\n`, and no other bit.
-fn special_bytes(word: u64) -> u64 {
-    const LOW_SEVEN: u64 = u64::from_ne_bytes([0x7F; 8]);
-    // High bit of each zero byte, exactly: adding 0x7F to the low seven bits
-    // sets a byte's high bit unless they are zero, and never carries into the
-    // next byte.
-    let zero_bytes = |x: u64| !(((x & LOW_SEVEN) + LOW_SEVEN) | x) & !LOW_SEVEN;
-    let each = |byte: u8| u64::from_ne_bytes([byte; 8]);
-    zero_bytes(word ^ each(b','))
-        | zero_bytes(word ^ each(b'"'))
-        | zero_bytes(word ^ each(b'\r'))
-        | zero_bytes(word ^ each(b'\n'))
-}
-
-/// A row without quotes, cut at its commas.
-fn split_row<'a>(row: &'a [u8], commas: &Commas) -> AgencyRow<'a> {
-    let mut parsed = AgencyRow {
-        columns: commas.count + 1,
-        ..AgencyRow::default()
-    };
-    let mut from = 0;
-    for (column, field) in parsed.fields.iter_mut().enumerate() {
-        if column > commas.count {
-            break;
-        }
-        let to = if column < commas.count {
-            commas.at[column]
-        } else {
-            row.len()
-        };
-        *field = row.get(from..to).unwrap_or_default();
-        from = to + 1;
-    }
-    parsed
-}
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
 
-    /// Each row's first fields, then its column count.
-    type Rows = Vec<Vec<Vec<u8>>>;
+    /// A row as the tests compare it: its line, lines, and fields or problem.
+    type Shown = (u64, u64, Result<Vec<Vec<u8>>, RowProblem>);
 
-    /// Every row of `text` as this reader gives it and as the `csv` crate does.
-    fn both_ways(text: &[u8]) -> (Rows, Rows) {
+    fn file_of(text: &[u8]) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(text).unwrap();
-        let mut ours = Vec::new();
-        let mut rows = AgencyFile::open(file.path()).unwrap();
-        while let Some(row) = rows.next_row().unwrap() {
-            let shown = row.columns.min(AGENCY_CSV_COLUMNS);
-            let mut fields: Vec<Vec<u8>> = row.fields[..shown].iter().map(|f| f.to_vec()).collect();
-            fields.push(row.columns.to_string().into_bytes());
-            ours.push(fields);
+        file
+    }
+
+    fn rows_of(text: &[u8]) -> Vec<Shown> {
+        let file = file_of(text);
+        let mut reader = AgencyFile::open(file.path()).unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = reader.next_row().unwrap() {
+            let content = row.content.map(|fields| {
+                let mut shown: Vec<Vec<u8>> = fields.fields
+                    [..fields.columns.min(AGENCY_CSV_COLUMNS)]
+                    .iter()
+                    .map(|f| f.to_vec())
+                    .collect();
+                shown.push(fields.columns.to_string().into_bytes());
+                shown
+            });
+            rows.push((row.line, row.lines, content));
         }
-        let mut theirs = Vec::new();
+        rows
+    }
+
+    /// The same rows as the `csv` crate reads them (first five fields, then the count).
+    fn csv_crate_rows(text: &[u8]) -> Vec<Vec<Vec<u8>>> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
             .from_reader(text);
-        for record in reader.byte_records() {
-            let record = record.unwrap();
-            let mut fields: Vec<Vec<u8>> = record
-                .iter()
-                .take(AGENCY_CSV_COLUMNS)
-                .map(<[u8]>::to_vec)
-                .collect();
-            fields.push(record.len().to_string().into_bytes());
-            theirs.push(fields);
-        }
-        (ours, theirs)
+        reader
+            .byte_records()
+            .map(|record| {
+                let record = record.unwrap();
+                let mut shown: Vec<Vec<u8>> = record
+                    .iter()
+                    .take(AGENCY_CSV_COLUMNS)
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                shown.push(record.len().to_string().into_bytes());
+                shown
+            })
+            .collect()
+    }
+
+    fn fields_only(rows: Vec<Shown>) -> Vec<Vec<Vec<u8>>> {
+        rows.into_iter().map(|(_, _, c)| c.unwrap()).collect()
     }
 
     #[test]
-    fn plain_rows_split_as_csv_splits_them() {
+    fn rows_split_as_the_csv_crate_splits_them() {
         for text in [
             &b"Ana,Gil,1,2000-01-01,7574\r\nJos\xc3\xa9,P,2,1999-12-31,1\r\n"[..],
             b"a,b,c,d,e\nf,g,h,i,j",
@@ -323,56 +380,112 @@ mod tests {
             b"",
             b"\n\n",
             b"x",
-        ] {
-            let (ours, theirs) = both_ways(text);
-            assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(text));
-        }
-    }
-
-    #[test]
-    fn special_bytes_are_flagged_exactly() {
-        for word in [
-            *b",,,,,,,,",
-            *b"ab\r\n\"c,\x00",
-            *b"\x2b\x2d\x0c\x0e\x21\x23\x01\xac",
-            [0xFF; 8],
-            [0x00; 8],
-        ] {
-            let flagged = special_bytes(u64::from_le_bytes(word));
-            for (i, b) in word.iter().enumerate() {
-                let expected = matches!(b, b',' | b'"' | b'\r' | b'\n');
-                assert_eq!(
-                    flagged >> (8 * i + 7) & 1 == 1,
-                    expected,
-                    "{word:?} byte {i}"
-                );
-            }
-            assert_eq!(flagged & !u64::from_ne_bytes([0x80; 8]), 0);
-        }
-    }
-
-    #[test]
-    fn quoted_rows_go_through_csv() {
-        for text in [
-            &b"Ana,Gil,1,2000-01-01,7574\r\n\"Gil, Ana\",\"O\"\"Brien\",3,2000-01-01,1\r\nB,C,4,2000-01-01,2\r\n"[..],
-            b"\"multi\nline\",x,1,2000-01-01,5\nlast,row,2,2000-01-01,6",
+            b"\"Gil, Ana\",\"O\"\"Brien\",3,2000-01-01,1\r\nB,C,4,2000-01-01,2\r\n",
             b"a,b\"c,d,e,f\n",
+            b"\"a\"x,b,c,d,e\n",
         ] {
-            let (ours, theirs) = both_ways(text);
-            assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(text));
+            assert_eq!(
+                fields_only(rows_of(text)),
+                csv_crate_rows(text),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
         }
     }
 
     #[test]
-    fn rows_across_buffer_refills_and_longer_than_the_buffer() {
+    fn rows_across_buffer_refills_are_read_whole() {
         let mut text = Vec::new();
         for i in 0..20_000 {
-            writeln!(text, "Name{i},Last,{i},2000-01-01,{}", i % 10_000).unwrap();
+            write!(
+                text,
+                "Name{i},\"Last, {i}\",{i},2000-01-01,{}\r\n",
+                i % 10_000
+            )
+            .unwrap();
         }
-        text.extend_from_slice(&vec![b'x'; READ_LEN * 2 + 17]);
-        text.extend_from_slice(b",y\r\nend,row,1,2000-01-01,1");
-        let (ours, theirs) = both_ways(&text);
-        assert_eq!(ours.len(), 20_002);
-        assert_eq!(ours, theirs);
+        assert!(text.len() > 4 * READ_LEN);
+        let rows = rows_of(&text);
+        assert_eq!(rows.len(), 20_000);
+        assert!(
+            rows.iter()
+                .enumerate()
+                .all(|(i, r)| r.0 == i as u64 + 1 && r.1 == 1)
+        );
+        assert_eq!(fields_only(rows), csv_crate_rows(&text));
+    }
+
+    #[test]
+    fn line_numbers_count_every_kind_of_line_end_and_empty_lines() {
+        let lines = |text: &[u8]| -> Vec<u64> { rows_of(text).iter().map(|r| r.0).collect() };
+        assert_eq!(lines(b"a\nb\nc"), [1, 2, 3]);
+        assert_eq!(lines(b"a\r\nb\r\nc\r\n"), [1, 2, 3]);
+        assert_eq!(lines(b"a\rb\rc\r"), [1, 2, 3]);
+        assert_eq!(lines(b"a\r\n\nb\r\rc\n\r\nd"), [1, 3, 5, 7]);
+        assert_eq!(lines(b"\n\n\na"), [4]);
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let rows = rows_of(b"\xef\xbb\xbfAna,Gil,1,2000-01-01,1\r\nEva,Sol,2,2000-01-01,2\r\n");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, 1);
+        assert_eq!(rows[0].2.as_ref().unwrap()[0], b"Ana");
+        // Only at the start: elsewhere it is part of a field.
+        let rows = rows_of(b"Ana,Gil\n\xef\xbb\xbfEva,Sol\n");
+        assert_eq!(rows[1].2.as_ref().unwrap()[0], b"\xef\xbb\xbfEva");
+    }
+
+    #[test]
+    fn a_row_too_long_is_reported_at_its_line_and_reading_goes_on() {
+        let mut text = b"Ana,Gil,1,2000-01-01,1\n".to_vec();
+        text.extend(vec![b'x'; 3 * READ_LEN]);
+        text.extend(b",y\nEva,Sol,2,2000-01-01,2\n");
+        let rows = rows_of(&text);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1], (2, 1, Err(RowProblem::TooLong)));
+        assert_eq!(rows[2].0, 3);
+        assert_eq!(rows[2].2.as_ref().unwrap()[0], b"Eva");
+        let at_limit = [vec![b'a'; MAX_ROW_LEN - 1], b",\n".to_vec()].concat();
+        assert!(rows_of(&at_limit)[0].2.is_ok());
+    }
+
+    #[test]
+    fn an_unclosed_quote_names_its_line_and_the_lines_it_took() {
+        let mut text = b"Ana,Gil,1,2000-01-01,1\n\"Eva,Sol,2,2000-01-01,2\n".to_vec();
+        for i in 0..100 {
+            writeln!(text, "Row{i},X,{i},2000-01-01,1").unwrap();
+        }
+        let rows = rows_of(&text);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1], (2, 101, Err(RowProblem::SpansLines)));
+        // A quote closed on a later line: the row spans lines and reading goes on after it.
+        let rows = rows_of(b"\"multi\nline\",x,1,2000-01-01,5\nlast,row,2,2000-01-01,6");
+        assert_eq!(rows[0], (1, 2, Err(RowProblem::SpansLines)));
+        assert_eq!(rows[1].0, 3);
+        assert!(rows[1].2.is_ok());
+    }
+
+    #[test]
+    fn only_a_regular_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_files: [(&Path, &str); 2] = [
+            (dir.path(), "directory"),
+            (Path::new("/dev/null"), "device"),
+        ];
+        for (path, kind) in not_files {
+            match AgencyFile::open(path) {
+                Err(AgencyFileError::NotAFile { kind: found }) => assert!(found.contains(kind)),
+                other => panic!(
+                    "{}: expected NotAFile, got {:?}",
+                    path.display(),
+                    other.err()
+                ),
+            }
+        }
+        assert!(matches!(
+            AgencyFile::open(&dir.path().join("missing.csv")),
+            Err(AgencyFileError::Io(_))
+        ));
     }
 }

@@ -9,6 +9,7 @@
 //! says how many bytes were lost. The idle deadline counts from the last complete
 //! message, so a peer that trickles bytes forever is still cut off.
 
+use crate::buffer::{ReadBuffer, Refill};
 use crate::protocol::{self, ProtocolError, Reply, Request};
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -18,13 +19,13 @@ use std::time::{Duration, Instant};
 /// Read buffer of a server-side connection: room for eight largest messages, so
 /// an agency's pipelined batches come in with few reads (each system call is
 /// dear on a virtual machine), at 64 KiB per connection.
-pub const SERVER_READ_BUFFER_LEN: usize = 8 * protocol::MAX_MESSAGE_LEN;
+pub(crate) const SERVER_READ_BUFFER_LEN: usize = 8 * protocol::MAX_MESSAGE_LEN;
 /// Read buffer of a client-side connection: one largest reply (a full WINNERS).
-pub const CLIENT_READ_BUFFER_LEN: usize = protocol::MAX_REPLY_LEN;
+pub(crate) const CLIENT_READ_BUFFER_LEN: usize = protocol::MAX_REPLY_LEN;
 
 /// Why a connection could not deliver a message.
 #[derive(Debug)]
-pub enum ConnectionError {
+pub(crate) enum ConnectionError {
     /// The bytes do not form a valid message.
     Protocol(ProtocolError),
     /// The peer closed the stream in the middle of a message.
@@ -52,15 +53,8 @@ impl fmt::Display for ConnectionError {
     }
 }
 
-impl std::error::Error for ConnectionError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConnectionError::Protocol(e) => Some(e),
-            ConnectionError::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+// `Display` already shows the inner error, so it is not also a `source`.
+impl std::error::Error for ConnectionError {}
 
 impl From<ProtocolError> for ConnectionError {
     fn from(e: ProtocolError) -> Self {
@@ -76,7 +70,7 @@ impl From<io::Error> for ConnectionError {
 
 /// What one read into the buffer brought.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Fill {
+pub(crate) enum Fill {
     /// New bytes are buffered.
     Data,
     /// Nothing is waiting on the socket right now (non-blocking reads only).
@@ -86,12 +80,9 @@ pub enum Fill {
 }
 
 /// A TCP stream, its read buffer, its pending output and its idle deadline.
-pub struct Connection {
+pub(crate) struct Connection {
     stream: TcpStream,
-    buffer: Vec<u8>,
-    /// Bytes `buffer[start..end]` are received and not yet decoded.
-    start: usize,
-    end: usize,
+    incoming: ReadBuffer,
     outgoing: Vec<u8>,
     idle_timeout: Duration,
     last_message_at: Instant,
@@ -113,9 +104,7 @@ impl Connection {
         stream.set_nodelay(true)?;
         Ok(Connection {
             stream,
-            buffer: vec![0; buffer_len],
-            start: 0,
-            end: 0,
+            incoming: ReadBuffer::new(buffer_len),
             outgoing: Vec::new(),
             idle_timeout,
             last_message_at: Instant::now(),
@@ -148,7 +137,7 @@ impl Connection {
 
     /// Bytes received that do not yet make a whole message.
     pub fn buffered(&self) -> usize {
-        self.end - self.start
+        self.incoming.len()
     }
 
     /// Decodes the next message already in the buffer, without touching the socket.
@@ -156,13 +145,9 @@ impl Connection {
         &mut self,
         decode: fn(&[u8]) -> protocol::Decoded<T>,
     ) -> Result<Option<T>, ProtocolError> {
-        match decode(&self.buffer[self.start..self.end])? {
+        match decode(self.incoming.unread())? {
             Some((message, used)) => {
-                self.start += used;
-                if self.start == self.end {
-                    self.start = 0;
-                    self.end = 0;
-                }
+                self.incoming.consume(used);
                 self.last_message_at = Instant::now();
                 Ok(Some(message))
             }
@@ -184,21 +169,6 @@ impl Connection {
     /// the peer closes, or the idle deadline passes; without, takes only what is
     /// already there. A close with part of a message buffered is an error.
     pub fn fill(&mut self, wait: bool) -> Result<Fill, ConnectionError> {
-        if self.end == self.buffer.len() {
-            // Move the partial message to the front to make room.
-            self.buffer.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buffer.len() {
-            // The decoders refuse anything larger than the buffer from its header,
-            // so a full buffer means a message larger than this side accepts.
-            return Err(ProtocolError::TooLarge {
-                len: self.buffer.len() + 1,
-                limit: self.buffer.len(),
-            }
-            .into());
-        }
         self.set_nonblocking(!wait)?;
         loop {
             if wait {
@@ -212,17 +182,25 @@ impl Connection {
                 };
                 self.set_read_timeout(left)?;
             }
-            match self.stream.read(&mut self.buffer[self.end..]) {
-                Ok(0) if self.buffered() > 0 => {
+            let stream = &mut self.stream;
+            match self.incoming.refill(|free| stream.read(free)) {
+                // The decoders refuse anything larger than the buffer from its
+                // header, so a full buffer means a message larger than this side accepts.
+                Ok(Refill::Full) => {
+                    let limit = self.incoming.len();
+                    return Err(ProtocolError::TooLarge {
+                        len: limit + 1,
+                        limit,
+                    }
+                    .into());
+                }
+                Ok(Refill::Read(0)) if !self.incoming.is_empty() => {
                     return Err(ConnectionError::ClosedMidMessage {
-                        buffered: self.buffered(),
+                        buffered: self.incoming.len(),
                     });
                 }
-                Ok(0) => return Ok(Fill::Closed),
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(Fill::Data);
-                }
+                Ok(Refill::Read(0)) => return Ok(Fill::Closed),
+                Ok(Refill::Read(_)) => return Ok(Fill::Data),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if !wait && e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok(Fill::Nothing);

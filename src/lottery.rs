@@ -8,83 +8,21 @@
 //! inside the small methods here, never across socket or disk I/O.
 //!
 //! The draw runs once, in the thread whose FINISH completed the set: it waits for
-//! batches still being stored, streams the bets file back (`load_bets`), keeps each
-//! agency's winners (`has_won`) and wakes every waiting GET_WINNERS.
+//! batches still being stored, runs the draw it is given (`draw`), logs its
+//! outcome and only then wakes every waiting GET_WINNERS, so the draw's log line
+//! comes before any winners are sent.
 
-use crate::storage::{self, StorageError};
-use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use crate::draw::Winners;
+use crate::locks::{lock, wait_timeout_while, wait_while};
+use crate::storage::StorageError;
+use log::{error, info};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-/// Each agency's winning documents, in the order the bets were stored. A list is
-/// kept as WINNERS carries it, comma-separated in one `String`: about ten bytes
-/// per winner rather than a `String` each, and a GET_WINNERS copies nothing.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Winners {
-    lists: HashMap<u32, AgencyWinners>,
-    total: usize,
-    /// Stored bets the draw read.
-    bets: u64,
-}
-
-/// One agency's winners.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct AgencyWinners {
-    /// The documents, comma-separated.
-    pub documents: String,
-    pub count: usize,
-}
-
-impl Winners {
-    /// Adds a winning document of `agency`.
-    fn add(&mut self, agency: u32, document: &str) {
-        let list = self.lists.entry(agency).or_default();
-        if list.count > 0 {
-            list.documents.push(',');
-        }
-        list.documents.push_str(document);
-        list.count += 1;
-        self.total += 1;
-    }
-
-    /// Adds the winners of rows stored after ours, keeping the stored order.
-    fn append(&mut self, later: Winners) {
-        for (agency, list) in later.lists {
-            let ours = self.lists.entry(agency).or_default();
-            if ours.count > 0 && list.count > 0 {
-                ours.documents.push(',');
-            }
-            ours.documents.push_str(&list.documents);
-            ours.count += list.count;
-        }
-        self.total += later.total;
-        self.bets += later.bets;
-    }
-
-    /// `agency`'s winners (an empty list if it has none).
-    pub fn of(&self, agency: u32) -> &AgencyWinners {
-        static NONE: AgencyWinners = AgencyWinners {
-            documents: String::new(),
-            count: 0,
-        };
-        self.lists.get(&agency).unwrap_or(&NONE)
-    }
-
-    /// Winners of every agency.
-    pub fn total(&self) -> usize {
-        self.total
-    }
-
-    /// How many stored bets the draw read.
-    pub fn bets(&self) -> u64 {
-        self.bets
-    }
-}
 
 /// The shared lottery: cheap to clone, all locking inside.
 #[derive(Clone)]
-pub struct Lottery {
+pub(crate) struct Lottery {
     shared: Arc<Shared>,
 }
 
@@ -118,7 +56,7 @@ enum Draw {
 
 /// What a FINISH changed.
 #[derive(Debug, PartialEq, Eq)]
-pub struct FinishOutcome {
+pub(crate) struct FinishOutcome {
     /// False for a repeated FINISH from the same agency.
     pub first_time: bool,
     /// Distinct agencies finished so far.
@@ -129,7 +67,7 @@ pub struct FinishOutcome {
 
 /// The answer to a GET_WINNERS.
 #[derive(Debug, PartialEq, Eq)]
-pub enum WinnersAnswer {
+pub(crate) enum WinnersAnswer {
     /// The draw happened; these are every agency's winners.
     Drawn(Arc<Winners>),
     /// The draw has not happened within the wait.
@@ -142,7 +80,7 @@ pub enum WinnersAnswer {
 
 /// Why a batch may not be stored.
 #[derive(Debug, PartialEq, Eq)]
-pub enum BatchRefusal {
+pub(crate) enum BatchRefusal {
     /// The agency already sent FINISH.
     AgencyFinished,
     /// The server is stopping.
@@ -150,7 +88,7 @@ pub enum BatchRefusal {
 }
 
 /// Held while a batch is being stored; the draw waits until none are left.
-pub struct BatchPermit {
+pub(crate) struct BatchPermit {
     lottery: Lottery,
 }
 
@@ -185,14 +123,8 @@ impl Lottery {
         }
     }
 
-    /// The state lock. A panic while holding it cannot leave the state half
-    /// changed (every method changes it in one step), so a poisoned lock is
-    /// still safe to use.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared.state)
     }
 
     /// How many agencies take part.
@@ -238,46 +170,46 @@ impl Lottery {
         }
     }
 
-    /// Runs the draw over the bets file at `bets_file` and publishes the result.
-    /// Call it only when `finish` said `draw_due`. Waits first for batches still
-    /// being made durable. Returns each agency's winners and how long reading the
-    /// file took.
-    pub fn hold_draw(&self, bets_file: &Path) -> Result<(Arc<Winners>, Duration), StorageError> {
-        self.wait_for_stored_batches();
+    /// Holds the draw: waits for batches still being made durable, runs `draw`
+    /// (which reads the stored bets back), logs its outcome, then publishes it to
+    /// every waiting GET_WINNERS. Call it only when `finish` said `draw_due`.
+    pub fn hold_draw(&self, draw: impl FnOnce() -> Result<Winners, StorageError>) {
         let started = Instant::now();
-        let result = compute_winners(bets_file).map(Arc::new);
-        let took = started.elapsed();
+        self.wait_for_stored_batches();
+        let reading = Instant::now();
+        let result = draw().map(Arc::new);
+        match &result {
+            Ok(winners) => info!(
+                "action: sorteo | result: success | agencias: {} | apuestas: {} | ganadores: {} | draw_ms: {} | total_ms: {}",
+                self.agencies(),
+                winners.bets(),
+                winners.total(),
+                reading.elapsed().as_millis(),
+                started.elapsed().as_millis()
+            ),
+            Err(e) => error!("action: sorteo | result: fail | error: {e}"),
+        }
         let mut state = self.lock();
-        state.draw = match &result {
-            Ok(winners) => Draw::Done(Arc::clone(winners)),
+        state.draw = match result {
+            Ok(winners) => Draw::Done(winners),
             Err(e) => Draw::Failed(e.to_string()),
         };
         drop(state);
         self.shared.drawn.notify_all();
-        result.map(|winners| (winners, took))
     }
 
     fn wait_for_stored_batches(&self) {
         let mut state = self.lock();
         state.draw_waiting = true;
-        let mut state = self
-            .shared
-            .batch_done
-            .wait_while(state, |s| s.batches_in_flight > 0)
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut state = wait_while(&self.shared.batch_done, state, |s| s.batches_in_flight > 0);
         state.draw_waiting = false;
     }
 
     /// The draw's winners, waiting up to `wait` for the draw.
     pub fn wait_for_winners(&self, wait: Duration) -> WinnersAnswer {
-        let state = self.lock();
-        let (state, _timeout) = self
-            .shared
-            .drawn
-            .wait_timeout_while(state, wait, |s| {
-                !s.shutting_down && !matches!(s.draw, Draw::Done(_) | Draw::Failed(_))
-            })
-            .unwrap_or_else(PoisonError::into_inner);
+        let state = wait_timeout_while(&self.shared.drawn, self.lock(), wait, |s| {
+            !s.shutting_down && !matches!(s.draw, Draw::Done(_) | Draw::Failed(_))
+        });
         match &state.draw {
             Draw::Done(winners) => WinnersAnswer::Drawn(Arc::clone(winners)),
             Draw::Failed(reason) => WinnersAnswer::Failed(reason.clone()),
@@ -293,64 +225,10 @@ impl Lottery {
     }
 }
 
-/// Streams the bets file and keeps each agency's winning documents.
-pub fn compute_winners(bets_file: &Path) -> Result<Winners, StorageError> {
-    // Two readers, one per half of the file, when it is large enough for the
-    // second thread to pay off (the draw waits on parsing, not on the disk).
-    let Some(middle) = storage::middle_row_end(bets_file, PARALLEL_DRAW_MIN_BYTES)? else {
-        return winners_between(bets_file, 0, u64::MAX);
-    };
-    std::thread::scope(|scope| {
-        let second_half = std::thread::Builder::new()
-            .name("draw-2".into())
-            .spawn_scoped(scope, || winners_between(bets_file, middle, u64::MAX));
-        let Ok(second_half) = second_half else {
-            return winners_between(bets_file, 0, u64::MAX);
-        };
-        let mut winners = winners_between(bets_file, 0, middle)?;
-        let second = second_half.join().unwrap_or_else(|_| {
-            Err(StorageError::Io {
-                action: "read",
-                path: bets_file.to_path_buf(),
-                source: std::io::Error::other("the reader of the second half stopped"),
-            })
-        });
-        match second {
-            Ok(later) => {
-                winners.append(later);
-                Ok(winners)
-            }
-            // Its rows are numbered from the middle: number them in the file.
-            Err(StorageError::BadRow { path, row, reason }) => Err(StorageError::BadRow {
-                path,
-                row: row + winners.bets,
-                reason,
-            }),
-            Err(e) => Err(e),
-        }
-    })
-}
-
-/// Files smaller than this are read by one thread.
-const PARALLEL_DRAW_MIN_BYTES: u64 = 4 << 20;
-
-/// The winners among the rows stored between bytes `from` and `to`.
-fn winners_between(bets_file: &Path, from: u64, to: u64) -> Result<Winners, StorageError> {
-    let mut winners = Winners::default();
-    let mut rows = storage::load_bets_between(bets_file, from, to)?;
-    while let Some(row) = rows.next_row() {
-        let row = row?;
-        winners.bets += 1;
-        if storage::has_won(&row) {
-            winners.add(row.agency, row.document());
-        }
-    }
-    Ok(winners)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
     fn a_repeated_finish_is_not_counted_and_the_draw_is_due_exactly_once() {
@@ -404,13 +282,6 @@ mod tests {
 
     #[test]
     fn the_draw_waits_for_batches_in_flight_then_wakes_waiters() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bets.csv");
-        std::fs::write(
-            &path,
-            "1,A,B,11,2000-01-01,7574\r\n2,A,B,22,2000-01-01,1\r\n1,A,B,33,2000-01-01,7574\r\n",
-        )
-        .unwrap();
         let lottery = Lottery::new(2);
         let permit = lottery.begin_batch(2).unwrap();
         let waiter = {
@@ -419,88 +290,36 @@ mod tests {
         };
         lottery.finish(1);
         assert!(lottery.finish(2).draw_due);
+        let released = Arc::new(AtomicBool::new(false));
         let drawer = {
-            let lottery = lottery.clone();
-            std::thread::spawn(move || lottery.hold_draw(&path).map(|(w, _)| w.total()))
+            let (lottery, released) = (lottery.clone(), Arc::clone(&released));
+            std::thread::spawn(move || {
+                lottery.hold_draw(|| {
+                    assert!(
+                        released.load(Ordering::SeqCst),
+                        "the draw ran before the batch ended"
+                    );
+                    Ok(Winners::default())
+                })
+            })
         };
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!drawer.is_finished(), "the draw must wait for the permit");
-        drop(permit);
-        assert_eq!(drawer.join().unwrap().unwrap(), 2);
-        let WinnersAnswer::Drawn(winners) = waiter.join().unwrap() else {
-            panic!("the waiter did not get the draw");
-        };
-        assert_eq!(
-            winners.of(1),
-            &AgencyWinners {
-                documents: "11,33".into(),
-                count: 2
-            }
-        );
-        assert_eq!(winners.of(2), &AgencyWinners::default());
-        assert_eq!(
-            lottery.wait_for_winners(Duration::ZERO),
-            WinnersAnswer::Drawn(winners)
-        );
-    }
-
-    /// Rows of `agencies` agencies, every 7th a winner, `count` of them.
-    fn bets_file_text(count: usize) -> (String, HashMap<u32, Vec<String>>) {
-        let mut text = String::new();
-        let mut expected: HashMap<u32, Vec<String>> = HashMap::new();
-        for i in 0..count {
-            let agency = (i % 5) as u32 + 1;
-            let number = if i % 7 == 0 { 7574 } else { i % 7000 };
-            text.push_str(&format!(
-                "{agency},Nombre {i},Apellido,{i},2000-01-01,{number}\r\n"
-            ));
-            if number == 7574 {
-                expected.entry(agency).or_default().push(i.to_string());
-            }
-        }
-        (text, expected)
-    }
-
-    #[test]
-    fn a_large_file_is_drawn_by_two_readers_in_stored_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bets.csv");
-        let rows = 200_000; // about 8 MiB: over the two-reader threshold
-        let (text, expected) = bets_file_text(rows);
-        assert!(text.len() as u64 > PARALLEL_DRAW_MIN_BYTES);
-        std::fs::write(&path, &text).unwrap();
-        assert!(
-            storage::middle_row_end(&path, PARALLEL_DRAW_MIN_BYTES)
-                .unwrap()
-                .is_some()
-        );
-        let winners = compute_winners(&path).unwrap();
-        assert_eq!(winners.bets(), rows as u64);
-        assert_eq!(
-            winners.total(),
-            expected.values().map(Vec::len).sum::<usize>()
-        );
-        for agency in 1..=5 {
-            assert_eq!(
-                winners.of(agency).documents,
-                expected[&agency].join(","),
-                "agency {agency}"
+        // The drawer is waiting for the batch in flight: now end it.
+        let until = Instant::now() + Duration::from_secs(30);
+        while !lottery.lock().draw_waiting {
+            assert!(
+                Instant::now() < until,
+                "the draw never waited for the batch"
             );
+            std::thread::yield_now();
         }
-    }
-
-    #[test]
-    fn a_bad_row_in_the_second_half_is_named_by_its_line_in_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bets.csv");
-        let (mut text, _) = bets_file_text(200_000);
-        let bad_line = 150_001;
-        let cut = text.match_indices("\r\n").nth(bad_line - 2).unwrap().0 + 2;
-        text.insert(cut, 'x');
-        std::fs::write(&path, &text).unwrap();
-        match compute_winners(&path) {
-            Err(StorageError::BadRow { row, .. }) => assert_eq!(row, bad_line as u64),
-            other => panic!("expected a bad row, got {other:?}"),
-        }
+        released.store(true, Ordering::SeqCst);
+        drop(permit);
+        drawer
+            .join()
+            .expect("the draw waited for the batch in flight");
+        assert_eq!(
+            waiter.join().unwrap(),
+            WinnersAnswer::Drawn(Arc::new(Winners::default()))
+        );
     }
 }

@@ -6,43 +6,46 @@
 //! input, whatever its length. Integers are big-endian; a `str16` is a u16 byte
 //! length followed by that many bytes of UTF-8.
 
-use crate::bet::{Bet, BetRef};
+#[cfg(test)]
+use crate::bet::Bet;
+use crate::bet::BetRef;
+use crate::text::truncate_utf8;
 use std::fmt;
 
 /// No message may be longer than this, id and lengths included (WINNERS and
 /// WINNERS_PART excepted: they are bounded by their u16 length).
-pub const MAX_MESSAGE_LEN: usize = 8192;
+pub(crate) const MAX_MESSAGE_LEN: usize = 8192;
 /// BETS header: id (2) · agency (4) · count (2) · body_len (2).
-pub const BETS_HEADER_LEN: usize = 10;
+pub(crate) const BETS_HEADER_LEN: usize = 10;
 /// Largest BETS body that keeps the message within `MAX_MESSAGE_LEN`.
-pub const MAX_BETS_BODY_LEN: usize = MAX_MESSAGE_LEN - BETS_HEADER_LEN;
+pub(crate) const MAX_BETS_BODY_LEN: usize = MAX_MESSAGE_LEN - BETS_HEADER_LEN;
 /// Largest WINNERS / WINNERS_PART payload.
-pub const MAX_WINNERS_PAYLOAD_LEN: usize = u16::MAX as usize;
+pub(crate) const MAX_WINNERS_PAYLOAD_LEN: usize = u16::MAX as usize;
 /// Largest reply on the wire: a WINNERS with a full payload.
-pub const MAX_REPLY_LEN: usize = 4 + MAX_WINNERS_PAYLOAD_LEN;
+pub(crate) const MAX_REPLY_LEN: usize = 4 + MAX_WINNERS_PAYLOAD_LEN;
 /// ERROR details are cut to this many bytes (on a character boundary).
-pub const MAX_ERROR_DETAIL_LEN: usize = 1024;
+pub(crate) const MAX_ERROR_DETAIL_LEN: usize = 1024;
 /// Smallest encoded bet: four empty str16 and the number.
 const MIN_ENCODED_BET_LEN: usize = 4 * 2 + 2;
 /// FINISH and GET_WINNERS: id (2) · agency (4).
 const AGENCY_MESSAGE_LEN: usize = 6;
 
 /// Message ids, as they appear in the first two bytes of every message.
-pub mod id {
-    pub const BETS: u16 = 0x0001;
-    pub const BETS_ACK: u16 = 0x0002;
-    pub const FINISH: u16 = 0x0003;
-    pub const FINISH_ACK: u16 = 0x0004;
-    pub const GET_WINNERS: u16 = 0x0005;
-    pub const NO_WINNERS: u16 = 0x0006;
-    pub const WINNERS: u16 = 0x0007;
-    pub const WINNERS_PART: u16 = 0x0008;
-    pub const ERROR: u16 = 0x00FF;
+pub(crate) mod id {
+    pub(crate) const BETS: u16 = 0x0001;
+    pub(crate) const BETS_ACK: u16 = 0x0002;
+    pub(crate) const FINISH: u16 = 0x0003;
+    pub(crate) const FINISH_ACK: u16 = 0x0004;
+    pub(crate) const GET_WINNERS: u16 = 0x0005;
+    pub(crate) const NO_WINNERS: u16 = 0x0006;
+    pub(crate) const WINNERS: u16 = 0x0007;
+    pub(crate) const WINNERS_PART: u16 = 0x0008;
+    pub(crate) const ERROR: u16 = 0x00FF;
 }
 
 /// A message from an agency to the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// A batch of bets, stored all or nothing.
     Bets { agency: u32, batch: BetBatch },
     /// The agency has sent all its bets.
@@ -55,13 +58,14 @@ pub enum Request {
 /// batch, none per bet). Only the decoder and `BetBatch::new` make one, so the
 /// body always holds exactly `count` well-formed bets.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BetBatch {
+pub(crate) struct BetBatch {
     count: u16,
     body: Vec<u8>,
 }
 
 impl BetBatch {
     /// Encodes `bets` into a batch; an error if they do not fit one message.
+    #[cfg(test)]
     pub fn new(bets: &[Bet]) -> Result<BetBatch, ProtocolError> {
         let count = u16::try_from(bets.len())
             .map_err(|_| malformed(format!("{} bets do not fit a u16 count", bets.len())))?;
@@ -77,11 +81,6 @@ impl BetBatch {
         usize::from(self.count)
     }
 
-    /// Whether the batch holds no bets.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// The bets, borrowed from the body.
     pub fn bets(&self) -> impl Iterator<Item = BetRef<'_>> {
         let mut fields = Fields::new(&self.body);
@@ -93,7 +92,7 @@ impl BetBatch {
 
 /// A message from the server to an agency.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// The batch of `count` bets is on disk.
     BetsAck { count: u16 },
     /// The agency's FINISH is recorded.
@@ -159,19 +158,6 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
         }
     }
-
-    /// Whether the server closes the connection after sending this error: the
-    /// stream can no longer be trusted to be in step, or the server will not serve it.
-    pub fn closes_connection(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Malformed
-                | ErrorCode::TooLarge
-                | ErrorCode::UnknownMessage
-                | ErrorCode::Busy
-                | ErrorCode::ShuttingDown
-        )
-    }
 }
 
 impl fmt::Display for ErrorCode {
@@ -182,7 +168,7 @@ impl fmt::Display for ErrorCode {
 
 /// Why bytes could not be decoded into a message, or a message not encoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProtocolError {
+pub(crate) enum ProtocolError {
     /// The message would be `len` bytes, over its limit of `limit`.
     TooLarge { len: usize, limit: usize },
     /// The first two bytes are not a message id this side understands.
@@ -233,7 +219,6 @@ impl<'a> Fields<'a> {
         Fields { bytes, pos: 0 }
     }
 
-    #[inline]
     fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], ProtocolError> {
         match self.bytes.get(self.pos..self.pos.saturating_add(len)) {
             Some(slice) => {
@@ -252,7 +237,6 @@ impl<'a> Fields<'a> {
         ))
     }
 
-    #[inline]
     fn u16(&mut self, what: &str) -> Result<u16, ProtocolError> {
         let b = self.take(2, what)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
@@ -263,13 +247,11 @@ impl<'a> Fields<'a> {
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    /// A str16 field's bytes; with `check_text`, they must be UTF-8 (checked
-    /// without the full decoder for ASCII and Latin-1 letters, almost every field).
-    #[inline]
+    /// A str16 field's bytes; with `check_text`, they must be UTF-8.
     fn text16(&mut self, what: &str, check_text: bool) -> Result<&'a [u8], ProtocolError> {
         let len = usize::from(self.u16(what)?);
         let bytes = self.take(len, what)?;
-        if check_text && !crate::bet::is_utf8(bytes) {
+        if check_text && std::str::from_utf8(bytes).is_err() {
             return Err(malformed(format!("{what} is not valid UTF-8")));
         }
         Ok(bytes)
@@ -291,12 +273,12 @@ fn peek_u16(buf: &[u8], at: usize) -> Option<u16> {
 
 /// What a decoder returns: `Ok(None)` while more bytes are needed, else the
 /// message and how many bytes it used.
-pub type Decoded<T> = Result<Option<(T, usize)>, ProtocolError>;
+pub(crate) type Decoded<T> = Result<Option<(T, usize)>, ProtocolError>;
 
 /// Length of the request at the start of `buf`, as soon as its header tells it:
 /// `Ok(None)` while the header is incomplete; an error as soon as the id or the
 /// declared size is wrong, so an oversized message is refused before its body is read.
-pub fn request_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+pub(crate) fn request_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
     let Some(message_id) = peek_u16(buf, 0) else {
         return Ok(None);
     };
@@ -324,7 +306,7 @@ pub fn request_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
 
 /// Decodes the request at the start of `buf`: `Ok(None)` if more bytes are
 /// needed, else the request and how many bytes it used.
-pub fn decode_request(buf: &[u8]) -> Decoded<Request> {
+pub(crate) fn decode_request(buf: &[u8]) -> Decoded<Request> {
     let Some(len) = request_len(buf)? else {
         return Ok(None);
     };
@@ -375,13 +357,7 @@ fn decode_bets(body: &mut Fields<'_>, count: u16) -> Result<BetBatch, ProtocolEr
 
 /// Reads one bet; `check_text` (UTF-8) is off only for a `BetBatch`'s own body,
 /// which was checked when the batch was decoded.
-#[inline]
 fn read_bet<'a>(body: &mut Fields<'a>, check_text: bool) -> Result<BetRef<'a>, ProtocolError> {
-    if let Some((bet, end)) = read_whole_bet(body.bytes, body.pos, check_text) {
-        body.pos = end;
-        return Ok(bet);
-    }
-    // Something in this bet is wrong: read it field by field to say what.
     Ok(BetRef {
         first_name: body.text16("first_name", check_text)?,
         last_name: body.text16("last_name", check_text)?,
@@ -389,37 +365,6 @@ fn read_bet<'a>(body: &mut Fields<'a>, check_text: bool) -> Result<BetRef<'a>, P
         birthdate: body.text16("birthdate", check_text)?,
         number: body.u16("number")?,
     })
-}
-
-/// The usual case of `read_bet`, a well-formed bet starting at `at`: the bet
-/// and where it ends, or `None` for the caller's careful reading. Every bet of
-/// every batch passes here twice, so it keeps to plain slicing.
-#[inline]
-fn read_whole_bet(bytes: &[u8], mut at: usize, check_text: bool) -> Option<(BetRef<'_>, usize)> {
-    let u16_at = |at: usize| -> Option<u16> {
-        let pair = bytes.get(at..at.checked_add(2)?)?;
-        Some(u16::from_be_bytes([pair[0], pair[1]]))
-    };
-    let text = |at: &mut usize| -> Option<&[u8]> {
-        let len = usize::from(u16_at(*at)?);
-        let start = *at + 2;
-        let field = bytes.get(start..start.checked_add(len)?)?;
-        *at = start + len;
-        (!check_text || crate::bet::is_utf8(field)).then_some(field)
-    };
-    let first_name = text(&mut at)?;
-    let last_name = text(&mut at)?;
-    let document = text(&mut at)?;
-    let birthdate = text(&mut at)?;
-    let number = u16_at(at)?;
-    let bet = BetRef {
-        first_name,
-        last_name,
-        document,
-        birthdate,
-        number,
-    };
-    Some((bet, at + 2))
 }
 
 fn put_str16(out: &mut Vec<u8>, text: &[u8], what: &str) -> Result<(), ProtocolError> {
@@ -435,7 +380,7 @@ fn put_str16(out: &mut Vec<u8>, text: &[u8], what: &str) -> Result<(), ProtocolE
 }
 
 /// Appends one bet's wire form to a BETS body.
-pub fn encode_bet(bet: BetRef<'_>, body: &mut Vec<u8>) -> Result<(), ProtocolError> {
+pub(crate) fn encode_bet(bet: BetRef<'_>, body: &mut Vec<u8>) -> Result<(), ProtocolError> {
     put_str16(body, bet.first_name, "first_name")?;
     put_str16(body, bet.last_name, "last_name")?;
     put_str16(body, bet.document, "document")?;
@@ -445,7 +390,11 @@ pub fn encode_bet(bet: BetRef<'_>, body: &mut Vec<u8>) -> Result<(), ProtocolErr
 }
 
 /// Wraps an already encoded body of `count` bets into a whole BETS message.
-pub fn encode_bets_message(agency: u32, count: u16, body: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+pub(crate) fn encode_bets_message(
+    agency: u32,
+    count: u16,
+    body: &[u8],
+) -> Result<Vec<u8>, ProtocolError> {
     let len = BETS_HEADER_LEN + body.len();
     if len > MAX_MESSAGE_LEN {
         return Err(ProtocolError::TooLarge {
@@ -490,18 +439,6 @@ fn agency_message(message_id: u16, agency: u32) -> Vec<u8> {
     out.extend_from_slice(&message_id.to_be_bytes());
     out.extend_from_slice(&agency.to_be_bytes());
     out
-}
-
-/// Cuts `text` to at most `max` bytes without splitting a character.
-pub fn truncate_utf8(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &text[..cut]
 }
 
 impl Reply {
@@ -550,7 +487,7 @@ impl Reply {
 
 /// Decodes the reply at the start of `buf`: `Ok(None)` if more bytes are needed,
 /// else the reply and how many bytes it used.
-pub fn decode_reply(buf: &[u8]) -> Decoded<Reply> {
+pub(crate) fn decode_reply(buf: &[u8]) -> Decoded<Reply> {
     let Some(message_id) = peek_u16(buf, 0) else {
         return Ok(None);
     };
@@ -610,7 +547,7 @@ pub fn decode_reply(buf: &[u8]) -> Decoded<Reply> {
 /// list: one WINNERS when it fits in `MAX_WINNERS_PAYLOAD_LEN` bytes, else
 /// WINNERS_PART messages of whole documents (cut at a comma, which is dropped)
 /// and a final, non-empty WINNERS.
-pub fn winners_replies(documents: &str) -> Vec<Reply> {
+pub(crate) fn winners_replies(documents: &str) -> Vec<Reply> {
     let mut replies = Vec::new();
     let mut rest = documents;
     while rest.len() > MAX_WINNERS_PAYLOAD_LEN {
@@ -708,7 +645,7 @@ mod tests {
         assert_eq!((agency, used, batch.len()), (9, bytes.len(), 3));
         let lent: Vec<BetRef> = batch.bets().collect();
         assert_eq!(lent, bets.iter().map(Bet::as_ref).collect::<Vec<_>>());
-        assert!(BetBatch::new(&[]).unwrap().is_empty());
+        assert_eq!(BetBatch::new(&[]).unwrap().len(), 0);
     }
 
     #[test]
@@ -893,7 +830,6 @@ mod tests {
         };
         assert_eq!(detail.len(), 1024);
         assert!(detail.chars().all(|c| c == 'ñ'));
-        assert_eq!(truncate_utf8("aé", 2), "a");
     }
 
     #[test]

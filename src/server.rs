@@ -1,33 +1,28 @@
-//! The server: the accept loop, the connection limit, one handler per connection,
-//! and the orderly stop.
+//! The server: the listening socket, the accept loop, the connection limit, and
+//! the orderly stop.
 //!
 //! `Server::bind` opens the socket and the bets file; `Server::run` serves until
-//! SIGTERM or SIGINT. Each accepted connection gets its own OS thread running a
-//! `Handler`, which turns requests into calls on `Lottery` (state) and `BetStore`
-//! (disk) and sends the replies. Beyond `max_connections` open connections a new
-//! one gets ERROR BUSY and is closed by the accept loop itself, so the number of
-//! threads stays bounded.
+//! the `Shutdown` it is given is triggered (the binary triggers it on SIGTERM or
+//! SIGINT, tests directly). Each accepted connection gets its own OS thread
+//! running a `Handler` (`handler`). Beyond `max_connections` open connections a
+//! new one gets ERROR BUSY and is closed by the accept loop itself, so the number
+//! of threads stays bounded.
 //!
-//! Pipelined batches: a handler appends each valid batch at once but acknowledges
-//! it only when it is about to wait for more input. By then every batch it has
-//! appended is made durable by one shared `fsync` (see `storage`), so a client
-//! that sends several batches ahead of their acks pays for one disk flush, not one
-//! per batch. An ack still always follows its batch reaching the disk.
-//!
-//! Stopping: the signal thread sets the shutdown flag and connects to our own
-//! address so the blocked `accept` returns. The accept loop then closes the
-//! listener, wakes the draw waiters, shuts the read side of every open socket
-//! (their handlers answer ERROR SHUTTING_DOWN and end), joins every handler
-//! thread and flushes the bets file, logging each step.
+//! Stopping: the trigger connects to our own address so the blocked `accept`
+//! returns. The accept loop then closes the listener, shuts the read side of
+//! every open socket (their handlers answer ERROR SHUTTING_DOWN and end), wakes
+//! the draw waiters, joins every handler thread and flushes the bets file,
+//! logging each step.
 
-use crate::bet::{BetRef, Date};
 use crate::config::ServerConfig;
-use crate::connection::{self, Connection, ConnectionError, Fill};
-use crate::lottery::{BatchPermit, BatchRefusal, Lottery, WinnersAnswer};
-use crate::protocol::{self, BetBatch, ErrorCode, Reply, Request};
-use crate::shutdown::{self, Shutdown};
-use crate::storage::{Appended, BetStore, StorageError};
-use log::{debug, error, info, log_enabled, warn};
+use crate::connection::{self, Connection};
+use crate::handler::Handler;
+use crate::locks::lock;
+use crate::lottery::Lottery;
+use crate::protocol::{ErrorCode, Reply};
+use crate::shutdown::Shutdown;
+use crate::storage::{BetStore, StorageError};
+use log::{error, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::fmt;
@@ -35,19 +30,22 @@ use std::io::{self, Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream,
 };
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Batches a connection may append before it must stop reading and acknowledge them.
-const MAX_PENDING_BATCHES: usize = 64;
 /// Stack of a connection thread: handlers keep little on the stack.
 const HANDLER_STACK_BYTES: usize = 256 * 1024;
-/// After shutdown starts, how long handlers get to finish their current request
+/// After the stop starts, how long handlers get to finish their current request
 /// before their sockets are shut in both directions.
 const SHUTDOWN_GRACE_MS: u64 = 500;
 /// Longest pause of the accept loop after repeated accept errors (e.g. out of fds).
 const MAX_ACCEPT_BACKOFF_MS: u64 = 1000;
+/// Connections the kernel completes and queues for `accept`. std's
+/// `TcpListener::bind` fixes it at 128, which a thousand agencies starting at
+/// once overflowed (dropped handshakes, then a reset connection mid-ingest). The
+/// kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
 
 /// Why the server could not start or had to stop.
 #[derive(Debug)]
@@ -59,15 +57,19 @@ pub enum ServerError {
     },
     /// The bets file could not be opened or is not empty.
     Storage(StorageError),
-    /// The signal handlers could not be installed.
-    Signals(io::Error),
+    /// Connection threads panicked (a bug); the server stopped in order anyway.
+    HandlersPanicked { count: usize },
 }
 
 impl ServerError {
     /// The process exit status for this error: 2 for anything that stops the
-    /// server from starting (the user must change the configuration or environment).
-    pub fn exit_status(&self) -> i32 {
-        2
+    /// server from starting (the user must change the configuration or
+    /// environment), 1 for a failure while serving.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            ServerError::HandlersPanicked { .. } => 1,
+            _ => 2,
+        }
     }
 }
 
@@ -80,19 +82,16 @@ impl fmt::Display for ServerError {
                  (0 for any free port) or SERVER_IP"
             ),
             ServerError::Storage(e) => write!(f, "{e}"),
-            ServerError::Signals(e) => write!(f, "could not install the signal handlers: {e}"),
+            ServerError::HandlersPanicked { count } => write!(
+                f,
+                "{count} connection threads panicked; this is a bug, please report it with the log"
+            ),
         }
     }
 }
 
-impl std::error::Error for ServerError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ServerError::Bind { source, .. } | ServerError::Signals(source) => Some(source),
-            ServerError::Storage(e) => Some(e),
-        }
-    }
-}
+// `Display` already shows the inner error, so it is not also a `source`.
+impl std::error::Error for ServerError {}
 
 impl From<StorageError> for ServerError {
     fn from(e: StorageError) -> Self {
@@ -100,13 +99,7 @@ impl From<StorageError> for ServerError {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The registry is a plain map changed in single calls; a panic elsewhere
-    // cannot leave it half updated.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The open connections, so shutdown can reach their sockets. Its size is the
+/// The open connections, so the stop can reach their sockets. Its size is the
 /// number of connections being served.
 #[derive(Default)]
 struct OpenConnections {
@@ -157,15 +150,8 @@ pub struct Server {
     config: ServerConfig,
     store: Arc<BetStore>,
     lottery: Lottery,
-    shutdown: Shutdown,
     open: Arc<OpenConnections>,
 }
-
-/// Connections the kernel completes and queues for `accept`. std's
-/// `TcpListener::bind` fixes it at 128: a thousand agencies starting at once
-/// overflowed it on a busy 2-core machine (dropped handshakes, then a reset
-/// connection mid-ingest). The kernel caps it at `net.core.somaxconn`.
-const LISTEN_BACKLOG: i32 = 4096;
 
 /// A listening socket on `address`, set up as `TcpListener::bind` does
 /// (address reuse, close-on-exec) but with a backlog of `LISTEN_BACKLOG`.
@@ -192,7 +178,6 @@ impl Server {
             lottery: Lottery::new(config.agencies),
             config,
             store: Arc::new(store),
-            shutdown: Shutdown::new(),
             open: Arc::new(OpenConnections::default()),
         })
     }
@@ -202,55 +187,52 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Installs the signal handlers, logs `action: config | result: success`
-    /// (the server is ready from then on), serves until SIGTERM or SIGINT, then
-    /// stops in order. Returns once every connection thread has ended and the
-    /// bets file is flushed.
-    pub fn run(self) -> Result<(), ServerError> {
-        let wake_address = self.wake_address().map_err(ServerError::Signals)?;
-        let shutdown = self.shutdown.clone();
-        let (signals, signal_thread) = shutdown::on_signal(move |signal| {
-            info!("action: shutdown | result: in_progress | signal: {signal}");
-            shutdown.trigger();
+    /// Logs `action: config | result: success` (the server is ready from then
+    /// on), serves until `shutdown` is triggered, then stops in order. Returns
+    /// once every connection thread has ended and the bets file is flushed.
+    pub fn run(self, shutdown: Shutdown) -> Result<(), ServerError> {
+        let wake_address = self.wake_address();
+        shutdown.on_trigger(move || {
             // Unblock accept(): it returns with this connection and sees the flag.
             if let Err(e) = TcpStream::connect_timeout(&wake_address, Duration::from_secs(1)) {
-                warn!("action: shutdown | result: in_progress | detail: could not wake the accept loop: {e}");
+                warn!(
+                    "action: shutdown | result: in_progress | detail: could not wake the accept loop: {e}"
+                );
             }
-        })
-        .map_err(ServerError::Signals)?;
-        // Logged only now: a client or script that waits for this line (it names
-        // the port) may count on the server being ready, SIGTERM included.
-        let port = self.local_addr().map_or(self.config.port, |a| a.port());
+        });
+        let port = wake_address.port();
         info!(
             "action: config | result: success | {}",
             self.config.describe(port)
         );
-
-        let handlers = self.accept_until_shutdown();
-        self.stop(handlers);
-        signals.close();
-        let _ = signal_thread.join();
-        Ok(())
+        let handlers = self.accept_until(&shutdown);
+        match self.stop(handlers) {
+            0 => Ok(()),
+            count => Err(ServerError::HandlersPanicked { count }),
+        }
     }
 
     /// Where to connect to reach our own listener: loopback in place of "any".
-    fn wake_address(&self) -> io::Result<SocketAddr> {
-        let mut address = self.listener.local_addr()?;
+    fn wake_address(&self) -> SocketAddr {
+        let mut address = self
+            .listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::new(self.config.ip, self.config.port));
         match address.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => address.set_ip(Ipv4Addr::LOCALHOST.into()),
             IpAddr::V6(ip) if ip.is_unspecified() => address.set_ip(Ipv6Addr::LOCALHOST.into()),
             _ => {}
         }
-        Ok(address)
+        address
     }
 
-    fn accept_until_shutdown(&self) -> Vec<JoinHandle<()>> {
+    fn accept_until(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
         let mut handlers: Vec<JoinHandle<()>> = Vec::new();
         let mut next_id: u64 = 0;
         let mut backoff = Duration::from_millis(10);
         loop {
             let accepted = self.listener.accept();
-            if self.shutdown.is_triggered() {
+            if shutdown.is_triggered() {
                 break;
             }
             let (stream, peer) = match accepted {
@@ -276,7 +258,7 @@ impl Server {
                 continue;
             }
             next_id += 1;
-            match self.spawn_handler(next_id, stream, peer) {
+            match self.spawn_handler(next_id, stream, peer, shutdown) {
                 Ok(handle) => handlers.push(handle),
                 Err(e) => error!(
                     "action: conexion | result: fail | peer: {peer} | error: could not start a thread: {e}"
@@ -291,6 +273,7 @@ impl Server {
         id: u64,
         stream: TcpStream,
         peer: SocketAddr,
+        shutdown: &Shutdown,
     ) -> io::Result<JoinHandle<()>> {
         let registry_clone = stream.try_clone()?;
         let connection = Connection::new(
@@ -303,15 +286,14 @@ impl Server {
             open: Arc::clone(&self.open),
             id,
         };
-        let handler = Handler {
-            conn: connection,
+        let handler = Handler::new(
+            connection,
             peer,
-            lottery: self.lottery.clone(),
-            store: Arc::clone(&self.store),
-            shutdown: self.shutdown.clone(),
-            draw_wait: self.config.draw_wait,
-            pending: Vec::new(),
-        };
+            self.lottery.clone(),
+            Arc::clone(&self.store),
+            shutdown.clone(),
+            self.config.draw_wait,
+        );
         std::thread::Builder::new()
             .name(format!("conn-{id}"))
             .stack_size(HANDLER_STACK_BYTES)
@@ -321,7 +303,8 @@ impl Server {
             })
     }
 
-    fn stop(self, handlers: Vec<JoinHandle<()>>) {
+    /// Stops in order; returns how many handler threads had panicked.
+    fn stop(self, handlers: Vec<JoinHandle<()>>) -> usize {
         let Server {
             listener,
             store,
@@ -349,12 +332,11 @@ impl Server {
         }
         // Anyone still blocked (say, writing to a peer that does not read) is cut off.
         open.shut_all(SocketShutdown::Both);
-        let mut panicked = 0;
-        for handler in handlers {
-            if handler.join().is_err() {
-                panicked += 1;
-            }
-        }
+        let panicked = handlers
+            .into_iter()
+            .map(JoinHandle::join)
+            .filter(Result::is_err)
+            .count();
         if panicked > 0 {
             error!("action: close_connection | result: fail | handler_panics: {panicked}");
         }
@@ -366,6 +348,7 @@ impl Server {
             Err(e) => error!("action: close_bets_file | result: fail | error: {e}"),
         }
         info!("action: shutdown | result: success");
+        panicked
     }
 }
 
@@ -393,336 +376,4 @@ fn refuse_busy(mut stream: TcpStream) {
             _ => break,
         }
     }
-}
-
-/// A batch appended to the file whose ack waits for the shared `fsync`.
-struct PendingBatch {
-    appended: Appended,
-    agency: u32,
-    count: u16,
-    _permit: BatchPermit,
-}
-
-/// How a connection ended; decides the closing log line.
-enum Ending {
-    /// The peer closed between messages.
-    PeerClosed,
-    /// The server answered an error that closes the connection.
-    Refused,
-    /// The server is stopping.
-    ShuttingDown,
-    /// The connection failed or idled out (already logged).
-    Failed,
-}
-
-/// Serves one connection: reads requests, answers each in order.
-struct Handler {
-    conn: Connection,
-    peer: SocketAddr,
-    lottery: Lottery,
-    store: Arc<BetStore>,
-    shutdown: Shutdown,
-    draw_wait: Duration,
-    pending: Vec<PendingBatch>,
-}
-
-impl Handler {
-    fn run(mut self) {
-        debug!("action: conexion | result: success | peer: {}", self.peer);
-        let ending = self.serve();
-        if matches!(ending, Ending::ShuttingDown) {
-            self.send_final_error(ErrorCode::ShuttingDown, "the server is stopping");
-        }
-        debug!(
-            "action: conexion_cerrada | result: success | peer: {} | reason: {}",
-            self.peer,
-            match ending {
-                Ending::PeerClosed => "peer_closed",
-                Ending::Refused => "refused",
-                Ending::ShuttingDown => "shutting_down",
-                Ending::Failed => "failed",
-            }
-        );
-    }
-
-    fn serve(&mut self) -> Ending {
-        loop {
-            if self.shutdown.is_triggered() {
-                return self.settle().err().unwrap_or(Ending::ShuttingDown);
-            }
-            let request = match self.conn.next_buffered_request() {
-                Ok(Some(request)) => request,
-                Ok(None) => match self.wait_for_input() {
-                    Ok(()) => continue,
-                    Err(ending) => return ending,
-                },
-                Err(e) => {
-                    if let Err(ending) = self.settle() {
-                        return ending;
-                    }
-                    return self.refuse_message(&e);
-                }
-            };
-            if let Err(ending) = self.handle(request) {
-                return ending;
-            }
-        }
-    }
-
-    /// Answers bytes that do not form a valid message: log, ERROR, close.
-    fn refuse_message(&mut self, e: &protocol::ProtocolError) -> Ending {
-        warn!(
-            "action: mensaje_invalido | result: fail | peer: {} | code: {} | error: {e}",
-            self.peer,
-            e.code().name()
-        );
-        self.send_final_error(e.code(), &e.to_string());
-        Ending::Refused
-    }
-
-    /// Nothing whole is buffered: take in what is already on the socket while
-    /// batches wait for their ack; otherwise ack them and block for more.
-    fn wait_for_input(&mut self) -> Result<(), Ending> {
-        if !self.pending.is_empty()
-            && self.pending.len() < MAX_PENDING_BATCHES
-            && matches!(self.conn.fill(false), Ok(Fill::Data))
-        {
-            return Ok(());
-        }
-        self.settle()?;
-        match self.conn.fill(true) {
-            Ok(Fill::Data | Fill::Nothing) => Ok(()),
-            Ok(Fill::Closed) if self.shutdown.is_triggered() => Err(Ending::ShuttingDown),
-            Ok(Fill::Closed) => Err(Ending::PeerClosed),
-            Err(ConnectionError::Protocol(e)) => Err(self.refuse_message(&e)),
-            Err(_) if self.shutdown.is_triggered() => Err(Ending::ShuttingDown),
-            Err(ConnectionError::IdleTimeout { waited }) => {
-                info!(
-                    "action: conexion_inactiva | result: fail | peer: {} | idle_ms: {} | bytes_descartados: {}",
-                    self.peer,
-                    waited.as_millis(),
-                    self.conn.buffered()
-                );
-                Err(Ending::Failed)
-            }
-            Err(e) => {
-                info!(
-                    "action: conexion_cortada | result: fail | peer: {} | error: {e}",
-                    self.peer
-                );
-                Err(Ending::Failed)
-            }
-        }
-    }
-
-    /// Makes every pending batch durable (one shared `fsync`), queues its ack or
-    /// its ERROR STORAGE, and sends everything queued.
-    fn settle(&mut self) -> Result<(), Ending> {
-        for batch in std::mem::take(&mut self.pending) {
-            let reply = match self.store.sync(batch.appended) {
-                Ok(()) => {
-                    info!(
-                        "action: apuesta_recibida | result: success | cantidad: {} | agencia: {}",
-                        batch.count, batch.agency
-                    );
-                    Reply::BetsAck { count: batch.count }
-                }
-                Err(e) => {
-                    error!(
-                        "action: apuesta_recibida | result: fail | cantidad: {} | agencia: {} | error: {e}",
-                        batch.count, batch.agency
-                    );
-                    Reply::error(ErrorCode::Storage, &storage_detail(&e))
-                }
-            };
-            self.queue(&reply);
-        }
-        self.flush()
-    }
-
-    fn queue(&mut self, reply: &Reply) {
-        if let Err(e) = self.conn.queue_reply(reply) {
-            // Our own replies are built within the limits; say so loudly if not.
-            error!(
-                "action: responder | result: fail | peer: {} | error: {e}",
-                self.peer
-            );
-        }
-    }
-
-    fn flush(&mut self) -> Result<(), Ending> {
-        self.conn.flush().map_err(|e| {
-            info!(
-                "action: responder | result: fail | peer: {} | error: {e}",
-                self.peer
-            );
-            if self.shutdown.is_triggered() {
-                Ending::ShuttingDown
-            } else {
-                Ending::Failed
-            }
-        })
-    }
-
-    /// Sends a last ERROR before the connection closes; the peer may be gone.
-    fn send_final_error(&mut self, code: ErrorCode, detail: &str) {
-        self.queue(&Reply::error(code, detail));
-        let _ = self.conn.flush();
-    }
-
-    /// Answers one request. Error replies go out in order after the acks of
-    /// earlier batches; `Err` ends the connection.
-    fn handle(&mut self, request: Request) -> Result<(), Ending> {
-        let agency = request.agency();
-        if !self.lottery.knows_agency(agency) {
-            self.settle()?;
-            let detail = format!(
-                "agency {agency} is not taking part; agencies are numbered 1 to {}",
-                self.lottery.agencies()
-            );
-            warn!(
-                "action: agencia_desconocida | result: fail | peer: {} | agencia: {agency} | error: {detail}",
-                self.peer
-            );
-            self.queue(&Reply::error(ErrorCode::UnknownAgency, &detail));
-            return self.flush();
-        }
-        match request {
-            Request::Bets { agency, batch } => self.handle_bets(agency, &batch),
-            Request::Finish { agency } => self.handle_finish(agency),
-            Request::GetWinners { agency } => self.handle_get_winners(agency),
-        }
-    }
-
-    fn refuse_batch(&mut self, count: usize, code: ErrorCode, detail: &str) -> Result<(), Ending> {
-        self.settle()?;
-        warn!(
-            "action: apuesta_recibida | result: fail | cantidad: {count} | peer: {} | code: {} | error: {detail}",
-            self.peer,
-            code.name()
-        );
-        self.queue(&Reply::error(code, detail));
-        if code.closes_connection() {
-            let _ = self.flush();
-            return Err(Ending::Refused);
-        }
-        self.flush()
-    }
-
-    fn handle_bets(&mut self, agency: u32, batch: &BetBatch) -> Result<(), Ending> {
-        let count = batch.len();
-        let bets: Vec<BetRef<'_>> = batch.bets().collect();
-        let today = Date::today_utc();
-        if let Some((index, reason)) = bets
-            .iter()
-            .enumerate()
-            .find_map(|(i, bet)| bet.validate(today).err().map(|e| (i, e)))
-        {
-            let detail = format!("bet at index {index} (counting from 0): {reason}");
-            return self.refuse_batch(count, ErrorCode::InvalidBet, &detail);
-        }
-        let permit = match self.lottery.begin_batch(agency) {
-            Ok(permit) => permit,
-            Err(BatchRefusal::AgencyFinished) => {
-                let detail = format!(
-                    "agency {agency} already sent FINISH; its bets are closed and this batch was not stored"
-                );
-                return self.refuse_batch(count, ErrorCode::AgencyFinished, &detail);
-            }
-            Err(BatchRefusal::ShuttingDown) => {
-                self.settle()?;
-                return Err(Ending::ShuttingDown);
-            }
-        };
-        let appended = match self.store.append(agency, bets.iter().copied()) {
-            Ok(appended) => appended,
-            Err(e) => {
-                drop(permit);
-                return self.refuse_batch(count, ErrorCode::Storage, &storage_detail(&e));
-            }
-        };
-        if log_enabled!(log::Level::Debug) {
-            for bet in &bets {
-                debug!(
-                    "action: apuesta_almacenada | result: success | dni: {} | numero: {}",
-                    String::from_utf8_lossy(bet.document),
-                    bet.number
-                );
-            }
-        }
-        self.pending.push(PendingBatch {
-            appended,
-            agency,
-            // The decoder read `count` from a u16, so it fits.
-            count: u16::try_from(count).unwrap_or(u16::MAX),
-            _permit: permit,
-        });
-        Ok(())
-    }
-
-    fn handle_finish(&mut self, agency: u32) -> Result<(), Ending> {
-        self.settle()?;
-        let outcome = self.lottery.finish(agency);
-        info!(
-            "action: agencia_finalizo | result: success | agencia: {agency} | total_agencias_finalizadas: {}{}",
-            outcome.finished_count,
-            if outcome.first_time {
-                ""
-            } else {
-                " | repetido: true"
-            }
-        );
-        self.queue(&Reply::FinishAck { agency });
-        self.flush()?;
-        if outcome.draw_due {
-            let started = Instant::now();
-            match self.lottery.hold_draw(self.store.path()) {
-                Ok((winners, reading)) => info!(
-                    "action: sorteo | result: success | agencias: {} | apuestas: {} | ganadores: {} | draw_ms: {} | total_ms: {}",
-                    self.lottery.agencies(),
-                    winners.bets(),
-                    winners.total(),
-                    reading.as_millis(),
-                    started.elapsed().as_millis()
-                ),
-                Err(e) => error!("action: sorteo | result: fail | error: {e}"),
-            }
-        }
-        Ok(())
-    }
-
-    fn handle_get_winners(&mut self, agency: u32) -> Result<(), Ending> {
-        self.settle()?;
-        match self.lottery.wait_for_winners(self.draw_wait) {
-            WinnersAnswer::Drawn(winners) => {
-                let list = winners.of(agency);
-                for reply in protocol::winners_replies(&list.documents) {
-                    self.queue(&reply);
-                }
-                info!(
-                    "action: ganadores_enviados | result: success | agencia: {agency} | cant_ganadores: {}",
-                    list.count
-                );
-            }
-            WinnersAnswer::NotYet => {
-                debug!(
-                    "action: ganadores_enviados | result: in_progress | agencia: {agency} | detail: draw not held yet"
-                );
-                self.queue(&Reply::NoWinners);
-            }
-            WinnersAnswer::Failed(reason) => {
-                error!(
-                    "action: ganadores_enviados | result: fail | agencia: {agency} | error: {reason}"
-                );
-                let detail = format!("the draw could not read the stored bets: {reason}");
-                self.queue(&Reply::error(ErrorCode::Storage, &detail));
-            }
-            WinnersAnswer::ShuttingDown => return Err(Ending::ShuttingDown),
-        }
-        self.flush()
-    }
-}
-
-fn storage_detail(e: &StorageError) -> String {
-    format!("the batch was not stored: {e}; nothing of it was kept, send it again later")
 }

@@ -10,37 +10,23 @@
 //! the file only ever ends in whole rows of batches that were (or are about to
 //! be) acknowledged.
 //!
-//! `load_bets` streams the rows back through one fixed buffer; it never holds the
-//! file in memory, and its `next_row` lends each row without allocating (the
-//! draw reads millions). `has_won` is the draw's rule. This module knows nothing
-//! of sockets.
+//! `BetRows` streams the rows back through one fixed buffer; it never holds the
+//! file in memory, and lends each row without allocating (the draw reads
+//! millions). This module knows nothing of sockets.
 
 mod rows;
 
-pub use rows::StoredRow;
+pub(crate) use rows::StoredRow;
 
-use crate::bet::{Bet, BetRef};
+use crate::bet::ValidBet;
+use crate::buffer::{ReadBuffer, Refill};
+use crate::locks::{lock, wait_while};
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-
-/// The number that wins the draw.
-pub const WINNING_NUMBER: u16 = 7574;
-
-/// Whether a stored bet wins the draw.
-pub fn has_won(row: &StoredRow) -> bool {
-    row.number == WINNING_NUMBER
-}
-
-/// One row of the bets file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredBet {
-    pub agency: u32,
-    pub bet: Bet,
-}
+use std::sync::{Condvar, Mutex};
 
 /// What went wrong with the bets file. `Display` names the file and what to do.
 #[derive(Debug)]
@@ -89,25 +75,19 @@ impl fmt::Display for StorageError {
     }
 }
 
-impl std::error::Error for StorageError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StorageError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+// `Display` already shows the underlying I/O error, so it is not also a `source`.
+impl std::error::Error for StorageError {}
 
 /// A batch that `append` wrote and `sync` has yet to make durable.
 #[derive(Debug, Clone, Copy)]
 #[must_use = "a batch is not durable until it is synced"]
-pub struct Appended {
+pub(crate) struct Appended {
     /// Position, in bytes ever appended, just past this batch.
     end: u64,
 }
 
 /// The bets file, shared by every connection thread.
-pub struct BetStore {
+pub(crate) struct BetStore {
     path: PathBuf,
     writer: Mutex<Writer>,
     commit: Mutex<CommitState>,
@@ -146,12 +126,6 @@ fn io_error(path: &Path, action: &'static str, source: io::Error) -> StorageErro
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Locks a mutex even if a thread panicked while holding it: every critical section
-/// here leaves the state consistent at each step, so the data is still valid.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl BetStore {
@@ -209,24 +183,26 @@ impl BetStore {
         &self.path
     }
 
+    /// A handle to read the file back from its start.
+    pub fn reader(&self) -> Result<File, StorageError> {
+        File::open(&self.path).map_err(|e| self.io_error("open", e))
+    }
+
     fn io_error(&self, action: &'static str, source: io::Error) -> StorageError {
         io_error(&self.path, action, source)
     }
 
     /// Stores a batch: appends its rows and waits until they are on disk. On error
     /// nothing of the batch is left in the file.
-    pub fn store_bets(&self, agency: u32, bets: &[Bet]) -> Result<(), StorageError> {
-        let appended = self.append(agency, bets.iter().map(Bet::as_ref))?;
+    #[cfg(test)]
+    pub fn store_bets(&self, agency: u32, bets: &[ValidBet<'_>]) -> Result<(), StorageError> {
+        let appended = self.append(agency, bets)?;
         self.sync(appended)
     }
 
     /// Appends a batch's rows in one write, without waiting for the disk. On a
     /// failed write the file is cut back to its length before the batch.
-    pub fn append<'a>(
-        &self,
-        agency: u32,
-        bets: impl IntoIterator<Item = BetRef<'a>>,
-    ) -> Result<Appended, StorageError> {
+    pub fn append(&self, agency: u32, bets: &[ValidBet<'_>]) -> Result<Appended, StorageError> {
         // A batch of one message's worth of bets makes somewhat more than 8 KiB
         // of rows (the agency and separators are added): one allocation, no growth.
         let mut bytes = Vec::with_capacity(16 * 1024);
@@ -275,10 +251,7 @@ impl BetStore {
                 };
             }
             if state.syncing {
-                state = self
-                    .committed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+                state = wait_while(&self.committed, state, |s| s.syncing);
                 continue;
             }
             state.syncing = true;
@@ -325,43 +298,132 @@ impl BetStore {
     }
 }
 
-/// Size of the read buffer: large reads keep system calls rare (they are the cost
-/// that remains once parsing allocates nothing).
+/// Bytes the bets file is read in: large reads keep system calls rare.
 const READ_BUFFER_LEN: usize = 1 << 20;
 
-/// Streams the rows of a bets file, in the order they were stored, through one
-/// fixed buffer: memory stays flat whatever the file size.
-pub fn load_bets(path: &Path) -> Result<BetRows, StorageError> {
-    load_bets_between(path, 0, u64::MAX)
+/// The rows of a bets file between two byte offsets, in the order they were
+/// stored, read through one fixed buffer: memory stays flat whatever the file size.
+pub(crate) struct BetRows {
+    path: PathBuf,
+    file: File,
+    buffer: ReadBuffer,
+    /// Where the next read starts in the file.
+    offset: u64,
+    /// Where this reader's part of the file ends.
+    to: u64,
+    /// Bytes of the buffer's front that the last row lent out and that go at the next call.
+    lent: usize,
+    at_end: bool,
+    /// A read failed or a row outgrew the buffer: no row after it can be trusted.
+    stopped: bool,
+    /// Rows read so far, to name a bad one (stored rows never span lines).
+    rows_read: u64,
 }
 
-/// Streams the rows stored between byte `from` (the start of a row) and byte
-/// `to` (just past a row end, or past the end of the file): one part of the file
-/// for a reader that shares the work with another.
-pub fn load_bets_between(path: &Path, from: u64, to: u64) -> Result<BetRows, StorageError> {
-    let mut file = File::open(path).map_err(|e| io_error(path, "open", e))?;
-    if from > 0 {
-        file.seek(SeekFrom::Start(from))
-            .map_err(|e| io_error(path, "read", e))?;
+/// One line of the file, as `BetRows::next_line` found it at the buffer's front.
+struct Line {
+    /// Bytes of the line without its `\n`.
+    len: usize,
+}
+
+impl BetRows {
+    /// The rows of the whole file at `path`.
+    #[cfg(test)]
+    pub fn open(path: &Path) -> Result<BetRows, StorageError> {
+        let file = File::open(path).map_err(|e| io_error(path, "open", e))?;
+        Ok(BetRows::between(path, file, 0, u64::MAX))
     }
-    Ok(BetRows {
-        path: path.to_path_buf(),
-        file,
-        buffer: vec![0; READ_BUFFER_LEN],
-        start: 0,
-        end: 0,
-        unread_in_range: to.saturating_sub(from),
-        at_end_of_file: false,
-        stopped: false,
-        rows_read: 0,
-    })
+
+    /// The rows stored between byte `from` (the start of a row) and byte `to`
+    /// (just past a row end, or past the end of the file) of `file`, which is
+    /// the bets file at `path` (named in errors).
+    pub fn between(path: &Path, file: File, from: u64, to: u64) -> BetRows {
+        BetRows {
+            path: path.to_path_buf(),
+            file,
+            buffer: ReadBuffer::new(READ_BUFFER_LEN),
+            offset: from,
+            to,
+            lent: 0,
+            at_end: false,
+            stopped: false,
+            rows_read: 0,
+        }
+    }
+
+    /// The next row, borrowed from the read buffer, or why it cannot be read.
+    /// A row with bad contents is reported and reading goes on; a failed read
+    /// ends the rows.
+    pub fn next_row(&mut self) -> Option<Result<StoredRow<'_>, StorageError>> {
+        let line = match self.next_line().transpose()? {
+            Ok(line) => line,
+            Err(e) => return Some(Err(e)),
+        };
+        self.rows_read += 1;
+        let row = rows::parse_row(&self.buffer.unread()[..line.len]);
+        Some(row.map_err(|reason| bad_row(&self.path, self.rows_read, reason)))
+    }
+
+    /// Finds the next line at the front of the buffer, reading more of the file
+    /// when the buffer holds no whole line; `None` at the end of the part.
+    fn next_line(&mut self) -> Result<Option<Line>, StorageError> {
+        self.buffer.consume(self.lent);
+        self.lent = 0;
+        loop {
+            if self.stopped {
+                return Ok(None);
+            }
+            let unread = self.buffer.unread();
+            if let Some(len) = unread.iter().position(|&b| b == b'\n') {
+                self.lent = len + 1;
+                return Ok(Some(Line { len }));
+            }
+            if self.at_end {
+                if unread.is_empty() {
+                    return Ok(None);
+                }
+                self.lent = unread.len();
+                return Ok(Some(Line { len: unread.len() }));
+            }
+            let (file, offset, to) = (&self.file, self.offset, self.to);
+            let refill = self.buffer.refill(|free| {
+                let left = usize::try_from(to.saturating_sub(offset)).unwrap_or(usize::MAX);
+                let want = free.len().min(left);
+                loop {
+                    match file.read_at(&mut free[..want], offset) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        result => return result,
+                    }
+                }
+            });
+            match refill {
+                Ok(Refill::Read(0)) => self.at_end = true,
+                Ok(Refill::Read(read)) => self.offset += read as u64,
+                Ok(Refill::Full) => {
+                    self.stopped = true;
+                    return Err(bad_row(
+                        &self.path,
+                        self.rows_read + 1,
+                        "longer than any stored row (1 MiB)",
+                    ));
+                }
+                Err(source) => {
+                    self.stopped = true;
+                    return Err(io_error(&self.path, "read", source));
+                }
+            }
+        }
+    }
 }
 
-/// Where the row that holds the middle byte of the bets file ends (the start of
-/// the next row), so that two readers can share the draw; `None` for a file
-/// under `min_len` bytes or with no row end from the middle on.
-pub fn middle_row_end(path: &Path, min_len: u64) -> Result<Option<u64>, StorageError> {
-    let file = File::open(path).map_err(|e| io_error(path, "open", e))?;
+/// Where the row that holds the middle byte of `file` ends (the start of the
+/// next row), so that two readers can share the draw; `None` for a file under
+/// `min_len` bytes or with no row end from the middle on.
+pub(crate) fn middle_row_end(
+    path: &Path,
+    file: &File,
+    min_len: u64,
+) -> Result<Option<u64>, StorageError> {
     let len = file
         .metadata()
         .map_err(|e| io_error(path, "inspect", e))?
@@ -378,150 +440,11 @@ pub fn middle_row_end(path: &Path, min_len: u64) -> Result<Option<u64>, StorageE
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io_error(path, "read", e)),
         };
-        if let Some(newline) = find_newline(&chunk[..read]) {
+        if let Some(newline) = chunk[..read].iter().position(|&b| b == b'\n') {
             return Ok(Some(at + newline as u64 + 1));
         }
         at += read as u64;
     }
-}
-
-/// What `load_bets` returns. `next_row` lends each row without copying it (the
-/// draw's loop); as an `Iterator` it yields owned bets.
-pub struct BetRows {
-    path: PathBuf,
-    file: File,
-    buffer: Vec<u8>,
-    /// `buffer[start..end]` holds bytes read from the file and not yet parsed.
-    start: usize,
-    end: usize,
-    /// Bytes of this reader's part of the file not read yet.
-    unread_in_range: u64,
-    at_end_of_file: bool,
-    /// A read failed or a row outgrew the buffer: no row after it can be trusted.
-    stopped: bool,
-    /// Rows read so far, to name a bad one (stored rows never span lines).
-    rows_read: u64,
-}
-
-impl BetRows {
-    /// The next row, borrowed from the read buffer, or the reason it cannot be
-    /// read. A row with bad contents is reported and reading goes on; a failed
-    /// read ends the rows.
-    pub fn next_row(&mut self) -> Option<Result<StoredRow<'_>, StorageError>> {
-        let (start, end) = match self.next_row_bounds()? {
-            Ok(bounds) => bounds,
-            Err(e) => return Some(Err(e)),
-        };
-        let row = rows::parse_row(&self.buffer[start..end]);
-        Some(row.map_err(|reason| bad_row(&self.path, self.rows_read, reason)))
-    }
-
-    /// Counts and finds the next row.
-    fn next_row_bounds(&mut self) -> Option<Result<(usize, usize), StorageError>> {
-        let bounds = self.next_line().transpose()?;
-        if bounds.is_ok() {
-            self.rows_read += 1;
-        }
-        Some(bounds)
-    }
-
-    /// The bounds in `buffer` of the next line, without its `\n`; reads more of
-    /// the file when the buffer holds no whole line.
-    fn next_line(&mut self) -> Result<Option<(usize, usize)>, StorageError> {
-        loop {
-            if self.stopped {
-                return Ok(None);
-            }
-            let unread = &self.buffer[self.start..self.end];
-            if let Some(len) = find_newline(unread) {
-                let line = (self.start, self.start + len);
-                self.start += len + 1;
-                return Ok(Some(line));
-            }
-            if self.at_end_of_file {
-                // A last row without a line end still counts.
-                if unread.is_empty() {
-                    return Ok(None);
-                }
-                let line = (self.start, self.end);
-                self.start = self.end;
-                return Ok(Some(line));
-            }
-            self.buffer.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if self.end == self.buffer.len() {
-                self.stopped = true;
-                return Err(bad_row(
-                    &self.path,
-                    self.rows_read + 1,
-                    "longer than any stored row (1 MiB)",
-                ));
-            }
-            let room = self.buffer.len() - self.end;
-            let want = usize::try_from(self.unread_in_range).map_or(room, |left| left.min(room));
-            match self.file.read(&mut self.buffer[self.end..self.end + want]) {
-                Ok(0) => self.at_end_of_file = true,
-                Ok(read) => {
-                    self.end += read;
-                    self.unread_in_range -= read as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    self.stopped = true;
-                    return Err(io_error(&self.path, "read", source));
-                }
-            }
-        }
-    }
-}
-
-impl Iterator for BetRows {
-    type Item = Result<StoredBet, StorageError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let (start, end) = match self.next_row_bounds()? {
-            Ok(bounds) => bounds,
-            Err(e) => return Some(Err(e)),
-        };
-        let stored = rows::parse_row(&self.buffer[start..end]).and_then(|row| {
-            Ok(StoredBet {
-                agency: row.agency,
-                bet: row.to_bet()?,
-            })
-        });
-        Some(stored.map_err(|reason| bad_row(&self.path, self.rows_read, reason)))
-    }
-}
-
-/// Where the first `\n` of `bytes` is, looking at eight bytes at a time: every
-/// byte of the file passes through here, and finding a row's end this way cost
-/// 123 instructions per row instead of 314 byte by byte (callgrind, 1M rows).
-fn find_newline(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    let mut words = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for word in &mut words {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(word);
-        // Bytes equal to '\n' become zero; the classic test sets the high bit of
-        // the lowest zero byte (bits above it may be set spuriously by the borrow,
-        // bits below never are), so the lowest set bit is the first newline.
-        let x = u64::from_le_bytes(eight) ^ NEWLINES;
-        let zero_bytes = x.wrapping_sub(ONES) & !x & HIGH_BITS;
-        if zero_bytes != 0 {
-            // At most 7: a byte index within the word.
-            return Some(offset + (zero_bytes.trailing_zeros() / 8) as usize);
-        }
-        offset += 8;
-    }
-    words
-        .remainder()
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|at| offset + at)
 }
 
 fn bad_row(path: &Path, row: u64, reason: &str) -> StorageError {
@@ -535,6 +458,7 @@ fn bad_row(path: &Path, row: u64, reason: &str) -> StorageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bet::Bet;
     use std::sync::Arc;
 
     fn bet(first: &str, document: &str, number: u16) -> Bet {
@@ -547,61 +471,47 @@ mod tests {
         }
     }
 
-    #[test]
-    fn stored_bets_load_back_in_order_and_winners_are_7574() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bets.csv");
-        let store = BetStore::create(&path).unwrap();
-        let batch = vec![bet("Ana", "1", 7574), bet("Luis, \"el\"", "2", 1)];
-        store.store_bets(2, &batch).unwrap();
-        store.store_bets(5, &[bet("Eva", "3", 7574)]).unwrap();
-        store.close().unwrap();
+    fn store(store: &BetStore, agency: u32, bets: &[Bet]) {
+        let valid: Vec<ValidBet> = bets.iter().map(Bet::valid).collect();
+        store.store_bets(agency, &valid).unwrap();
+    }
 
-        let rows: Vec<StoredBet> = load_bets(&path).unwrap().map(Result::unwrap).collect();
-        assert_eq!(rows.len(), 3);
-        assert_eq!(rows[0].agency, 2);
-        assert_eq!(rows[1].bet, batch[1]);
-
-        let mut winners = Vec::new();
-        let mut reader = load_bets(&path).unwrap();
-        while let Some(row) = reader.next_row() {
+    /// Every row of the file as (agency, bet).
+    fn read_all(path: &Path) -> Vec<(u32, Bet)> {
+        let mut rows = BetRows::open(path).unwrap();
+        let mut all = Vec::new();
+        while let Some(row) = rows.next_row() {
             let row = row.unwrap();
-            if has_won(&row) {
-                winners.push((row.agency, row.document().to_string()));
-            }
+            all.push((row.agency, row.to_bet().unwrap()));
         }
-        assert_eq!(winners, vec![(2, "1".to_string()), (5, "3".to_string())]);
+        all
     }
 
     #[test]
-    fn find_newline_finds_the_first_one_anywhere() {
-        assert_eq!(find_newline(b""), None);
-        for len in 0..40 {
-            let mut bytes = vec![b'x'; len];
-            assert_eq!(find_newline(&bytes), None);
-            for at in 0..len {
-                bytes[at] = b'\n';
-                // A byte just above '\n' and one just below must not confuse it.
-                if at + 1 < len {
-                    bytes[at + 1] = b'\x0b';
-                }
-                if at > 0 {
-                    bytes[at - 1] = b'\x09';
-                }
-                assert_eq!(find_newline(&bytes), Some(at), "len {len}, at {at}");
-                bytes[at..].fill(b'\n');
-                assert_eq!(find_newline(&bytes), Some(at));
-                bytes.fill(b'x');
-            }
-        }
-        assert_eq!(find_newline("ñá\u{80}\u{ff}\n".as_bytes()), Some(8));
+    fn stored_bets_load_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let bets = BetStore::create(&path).unwrap();
+        let batch = vec![bet("Ana", "1", 7574), bet("Luis, \"el\"", "2", 1)];
+        store(&bets, 2, &batch);
+        store(&bets, 5, &[bet("Eva", "3", 7574)]);
+        bets.close().unwrap();
+        let rows = read_all(&path);
+        assert_eq!(
+            rows,
+            vec![
+                (2, batch[0].clone()),
+                (2, batch[1].clone()),
+                (5, bet("Eva", "3", 7574))
+            ]
+        );
     }
 
     #[test]
     fn rows_across_read_buffer_boundaries_are_read_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bets.csv");
-        let store = BetStore::create(&path).unwrap();
+        let bets = BetStore::create(&path).unwrap();
         // About 2.5 read buffers of rows of varying length, so rows straddle the
         // boundaries at different offsets.
         let rows_total = 60_000u32;
@@ -616,16 +526,16 @@ mod tests {
                     )
                 })
                 .collect();
-            store.store_bets(i32::MAX as u32, &batch).unwrap();
+            store(&bets, u32::MAX, &batch);
         }
-        store.close().unwrap();
+        bets.close().unwrap();
         assert!(std::fs::metadata(&path).unwrap().len() > 2 * READ_BUFFER_LEN as u64);
 
-        let mut reader = load_bets(&path).unwrap();
+        let mut reader = BetRows::open(&path).unwrap();
         let mut seen = 0u32;
         while let Some(row) = reader.next_row() {
             let row = row.unwrap();
-            assert_eq!(row.document(), seen.to_string());
+            assert_eq!(row.document(), seen.to_string().as_bytes());
             assert_eq!(u32::from(row.number), seen % 10_000);
             seen += 1;
         }
@@ -637,20 +547,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bets.csv");
         std::fs::write(&path, "1,A,B,1,2000-01-01,7574\r\n2,A,B,2,2000-01-01,7574").unwrap();
-        let rows: Vec<StoredBet> = load_bets(&path).unwrap().map(Result::unwrap).collect();
+        let rows = read_all(&path);
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1].bet.document, "2");
+        assert_eq!(rows[1].1.document, "2");
 
         std::fs::write(&path, vec![b'1'; READ_BUFFER_LEN + 10]).unwrap();
-        let rows: Vec<_> = load_bets(&path).unwrap().collect();
-        assert_eq!(rows.len(), 1);
-        assert!(
-            rows[0]
-                .as_ref()
-                .unwrap_err()
-                .to_string()
-                .contains("longer than")
-        );
+        let mut rows = BetRows::open(&path).unwrap();
+        let error = rows.next_row().unwrap().unwrap_err();
+        assert!(error.to_string().contains("longer than"), "{error}");
+        assert!(rows.next_row().is_none());
     }
 
     #[test]
@@ -671,16 +576,16 @@ mod tests {
     fn concurrent_batches_are_whole_rows_and_all_durable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bets.csv");
-        let store = Arc::new(BetStore::create(&path).unwrap());
+        let bets = Arc::new(BetStore::create(&path).unwrap());
         let threads: Vec<_> = (1..=8u32)
             .map(|agency| {
-                let store = Arc::clone(&store);
+                let bets = Arc::clone(&bets);
                 std::thread::spawn(move || {
                     for round in 0..20u16 {
                         let batch: Vec<Bet> = (0..30u16)
                             .map(|i| bet("Ana María", &format!("{agency}{round:02}{i:02}"), i))
                             .collect();
-                        store.store_bets(agency, &batch).unwrap();
+                        store(&bets, agency, &batch);
                     }
                 })
             })
@@ -688,16 +593,16 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let rows: Vec<StoredBet> = load_bets(&path).unwrap().map(Result::unwrap).collect();
+        let rows = read_all(&path);
         assert_eq!(rows.len(), 8 * 20 * 30);
         // Each batch's 30 rows are contiguous: batches never interleave.
         for chunk in rows.chunks(30) {
-            assert!(chunk.iter().all(|r| r.agency == chunk[0].agency));
+            assert!(chunk.iter().all(|r| r.0 == chunk[0].0));
             assert!(
                 chunk
                     .iter()
                     .enumerate()
-                    .all(|(i, r)| usize::from(r.bet.number) == i)
+                    .all(|(i, r)| usize::from(r.1.number) == i)
             );
         }
     }
@@ -711,9 +616,16 @@ mod tests {
             "1,A,B,1,2000-01-01,1\r\nx,A,B,1,2000-01-01,1\r\n1,A,B\r\n",
         )
         .unwrap();
-        let rows: Vec<_> = load_bets(&path).unwrap().collect();
-        assert!(rows[0].is_ok());
-        assert!(matches!(rows[1], Err(StorageError::BadRow { row: 2, .. })));
-        assert!(matches!(rows[2], Err(StorageError::BadRow { row: 3, .. })));
+        let mut rows = BetRows::open(&path).unwrap();
+        assert!(rows.next_row().unwrap().is_ok());
+        assert!(matches!(
+            rows.next_row(),
+            Some(Err(StorageError::BadRow { row: 2, .. }))
+        ));
+        assert!(matches!(
+            rows.next_row(),
+            Some(Err(StorageError::BadRow { row: 3, .. }))
+        ));
+        assert!(rows.next_row().is_none());
     }
 }

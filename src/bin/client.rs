@@ -1,9 +1,7 @@
 //! One lottery agency: reads its configuration, starts logging, sends its bets,
 //! waits for its winners, and maps the outcome to an exit status.
 
-use lottery::client::{Agency, ClientError};
-use lottery::config::{self, ClientConfig};
-use lottery::shutdown::{self, Shutdown};
+use lottery::{Agency, ClientConfig, ClientError, Shutdown};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -11,7 +9,7 @@ fn main() -> ExitCode {
         println!("{}", ClientConfig::HELP);
         return ExitCode::SUCCESS;
     }
-    let config = match ClientConfig::from_env(&config::process_env) {
+    let config = match ClientConfig::from_env(&lottery::process_env) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("action: config | result: fail | error: {e}");
@@ -19,14 +17,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    lottery::logging::init(config.log_level);
+    lottery::init_logging(config.log_level);
     log::info!("action: config | result: success | {}", config.describe());
 
-    let agency = Agency::new(config, Shutdown::new());
-    let stop = agency.stopper();
-    let signals = shutdown::on_signal(move |signal| {
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let signals = lottery::on_signal(move |signal| {
         log::info!("action: shutdown | result: in_progress | signal: {signal}");
-        stop();
+        stop.trigger();
     });
     if let Err(e) = &signals {
         log::warn!(
@@ -34,7 +32,7 @@ fn main() -> ExitCode {
         );
     }
 
-    let status = match agency.run() {
+    let status = match Agency::new(config, shutdown).run() {
         Ok(summary) if summary.invalid_rows > 0 => {
             log::error!(
                 "action: exit | result: fail | apuestas_invalidas: {} | detail: the invalid rows logged above were not sent",

@@ -2,62 +2,79 @@
 //!
 //! A row is `agency,first_name,last_name,document,birthdate,number\r\n`: the
 //! reference `store_bets` layout, CSV with minimal quoting. Only the names can need
-//! quotes (they may hold commas or double quotes; validation refuses control
-//! characters, so no row spans lines). The agency, the document (ASCII digits),
+//! quotes (they may hold commas or double quotes; a `ValidBet` holds no control
+//! character, so no row spans lines). The agency, the document (ASCII digits),
 //! the birthdate (`YYYY-MM-DD`) and the number never hold a comma or a quote.
 //!
-//! That last fact is what makes reading fast: `parse_row` takes the agency up to
-//! the first comma and the document, birthdate and number after the last three,
-//! borrowing them from the caller's buffer, and leaves the names as raw CSV. The
-//! draw needs nothing more, so it allocates nothing per row; the names are only
-//! unquoted when a caller asks for an owned bet (`StoredRow::to_bet`).
+//! So `parse_row` takes the agency up to the first comma and the document,
+//! birthdate and number after the last three, borrowing them from the caller's
+//! buffer, and leaves the names as raw CSV: the draw needs nothing more, and
+//! allocates nothing per row. `StoredRow::check_names` reads the names' CSV
+//! without copying them, for a restart that must trust every row.
 
-use crate::bet::{Bet, BetRef};
+use crate::bet::ValidBet;
 
 /// One stored row, borrowed from the buffer it was read into. The agency,
-/// number and document are checked; the names and birthdate are only checked
-/// by `to_bet`, which the draw does not need.
+/// number and document are checked by `parse_row`; the names by `check_names`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredRow<'a> {
+pub(crate) struct StoredRow<'a> {
     pub agency: u32,
     pub number: u16,
-    /// ASCII digits, checked by `parse_row`.
+    /// ASCII digits.
     document: &'a [u8],
     /// `first_name,last_name` as written: CSV, possibly quoted.
     names: &'a [u8],
     birthdate: &'a [u8],
 }
 
-impl StoredRow<'_> {
-    /// The bettor's document.
-    pub fn document(&self) -> &str {
-        std::str::from_utf8(self.document).expect("parse_row let only ASCII digits through")
+impl<'a> StoredRow<'a> {
+    /// The bettor's document: 1 to 10 ASCII digits.
+    pub fn document(&self) -> &'a [u8] {
+        self.document
     }
 
-    /// The whole bet, names unquoted. Fails if the names are not two CSV fields
-    /// of UTF-8 text or the birthdate is not UTF-8.
-    pub fn to_bet(&self) -> Result<Bet, &'static str> {
-        let (first_name, rest) = split_field(self.names)?;
+    /// Checks that the names are two CSV fields of UTF-8 text and the birthdate
+    /// is UTF-8, without copying anything.
+    #[cfg(test)]
+    pub fn check_names(&self) -> Result<(), &'static str> {
+        let (first, rest) = split_field(self.names)?;
         let rest = rest.ok_or("5 columns, expected 6")?;
-        let (last_name, rest) = split_field(rest)?;
+        let (last, rest) = split_field(rest)?;
         if rest.is_some() {
             return Err("more than 6 columns");
         }
-        let birthdate =
-            std::str::from_utf8(self.birthdate).map_err(|_| "the birthdate is not UTF-8")?;
-        Ok(Bet {
-            first_name,
-            last_name,
-            document: self.document().to_string(),
-            birthdate: birthdate.to_string(),
+        if std::str::from_utf8(first).is_err() || std::str::from_utf8(last).is_err() {
+            return Err("a name is not UTF-8");
+        }
+        if std::str::from_utf8(self.birthdate).is_err() {
+            return Err("the birthdate is not UTF-8");
+        }
+        Ok(())
+    }
+
+    /// The whole bet, names unquoted (tests compare stored bets with sent ones).
+    #[cfg(test)]
+    pub fn to_bet(self) -> Result<crate::bet::Bet, &'static str> {
+        self.check_names()?;
+        let (first, rest) = split_field(self.names)?;
+        let (last, _) = split_field(rest.unwrap_or_default())?;
+        let text = |raw: &[u8]| String::from_utf8(unquote(raw)).map_err(|_| "not UTF-8");
+        Ok(crate::bet::Bet {
+            first_name: text(first)?,
+            last_name: text(last)?,
+            document: text(self.document)?,
+            birthdate: text(self.birthdate)?,
             number: self.number,
         })
     }
 }
 
-/// Appends the rows of several bets of one agency to `out` (the agency's digits
-/// are formatted once).
-pub fn write_rows<'a>(out: &mut Vec<u8>, agency: u32, bets: impl IntoIterator<Item = BetRef<'a>>) {
+/// Appends the rows of several bets of one agency to `out`.
+pub(crate) fn write_rows<'a>(
+    out: &mut Vec<u8>,
+    agency: u32,
+    bets: impl IntoIterator<Item = &'a ValidBet<'a>>,
+) {
     let mut prefix = Vec::with_capacity(11);
     write_decimal(&mut prefix, u64::from(agency));
     prefix.push(b',');
@@ -76,7 +93,7 @@ pub fn write_rows<'a>(out: &mut Vec<u8>, agency: u32, bets: impl IntoIterator<It
     }
 }
 
-/// Writes `value` in decimal without going through a `String`.
+/// Writes `value` in decimal.
 fn write_decimal(out: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
@@ -110,15 +127,15 @@ fn write_name(out: &mut Vec<u8>, name: &[u8]) {
 
 /// Parses one row, without its line end (`\n`, optionally preceded by `\r`).
 /// The error says what is wrong with it, for the caller to name the row.
-///
-/// This is the draw's inner loop, so each field is found and checked in one
-/// pass over its bytes: the agency from the left, then the number, birthdate
-/// and document from the right.
-pub fn parse_row(line: &[u8]) -> Result<StoredRow<'_>, &'static str> {
+pub(crate) fn parse_row(line: &[u8]) -> Result<StoredRow<'_>, &'static str> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let (agency, rest) = split_leading_number(line).ok_or("the agency is not a number")?;
     let (rest, number) = split_trailing_number(rest).ok_or("the bet number is not a number")?;
-    let (rest, birthdate) = split_birthdate(rest).ok_or("too few columns, expected 6")?;
+    let comma = rest
+        .iter()
+        .rposition(|&b| b == b',')
+        .ok_or("too few columns, expected 6")?;
+    let (rest, birthdate) = (&rest[..comma], &rest[comma + 1..]);
     let (names, document) =
         split_trailing_digits(rest).ok_or("the document is not ASCII digits")?;
     // Two names hold at least the comma between them, quoted or not.
@@ -138,35 +155,27 @@ pub fn parse_row(line: &[u8]) -> Result<StoredRow<'_>, &'static str> {
 const MAX_DIGITS: usize = 10;
 
 /// `bytes` split at the comma after its leading number: (number, rest).
-/// `None` unless 1 to `MAX_DIGITS` digits and then a comma start `bytes`.
 fn split_leading_number(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut value = 0u64;
-    for (at, &b) in bytes.iter().enumerate().take(MAX_DIGITS + 1) {
-        match b {
-            b'0'..=b'9' => value = value * 10 + u64::from(b - b'0'),
-            b',' if at > 0 => return Some((value, &bytes[at + 1..])),
-            _ => return None,
-        }
-    }
-    None
+    let comma = bytes.iter().take(MAX_DIGITS + 1).position(|&b| b == b',')?;
+    let value = number(&bytes[..comma])?;
+    Some((value, &bytes[comma + 1..]))
 }
 
 /// `bytes` split at the comma before its trailing number: (rest, number).
-/// `None` unless a comma and then 1 to `MAX_DIGITS` digits end `bytes`.
 fn split_trailing_number(bytes: &[u8]) -> Option<(&[u8], u64)> {
-    let mut value = 0u64;
-    let mut place = 1u64;
-    for (digits, &b) in bytes.iter().rev().enumerate().take(MAX_DIGITS + 1) {
-        match b {
-            b'0'..=b'9' => {
-                value += place * u64::from(b - b'0');
-                place *= 10;
-            }
-            b',' if digits > 0 => return Some((&bytes[..bytes.len() - digits - 1], value)),
-            _ => return None,
-        }
+    let (rest, digits) = split_trailing_digits(bytes)?;
+    (digits.len() <= MAX_DIGITS).then_some(())?;
+    Some((rest, number(digits)?))
+}
+
+/// The value of 1 to `MAX_DIGITS` ASCII digits.
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > MAX_DIGITS {
+        return None;
     }
-    None
+    digits.iter().try_fold(0u64, |value, &b| {
+        b.is_ascii_digit().then(|| value * 10 + u64::from(b - b'0'))
+    })
 }
 
 /// `bytes` split at the comma before its trailing ASCII digits: (rest, digits).
@@ -181,72 +190,51 @@ fn split_trailing_digits(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     (digits > 0 && bytes[comma] == b',').then(|| (&bytes[..comma], &bytes[comma + 1..]))
 }
 
-/// `bytes` split at its last comma: (rest, birthdate). A stored birthdate is
-/// `YYYY-MM-DD`, which holds no comma, so that shape is recognised without a
-/// search; anything else falls back to looking for the comma.
-fn split_birthdate(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let comma = match bytes.len().checked_sub(11) {
-        Some(at) if is_comma_and_date(&bytes[at..]) => at,
-        _ => bytes.iter().rposition(|&b| b == b',')?,
-    };
-    Some((&bytes[..comma], &bytes[comma + 1..]))
-}
-
-/// Whether `tail` is exactly `,YYYY-MM-DD` (digits and dashes in place).
-fn is_comma_and_date(tail: &[u8]) -> bool {
-    let Ok(tail) = <&[u8; 11]>::try_from(tail) else {
-        return false;
-    };
-    let digit = |at: usize| tail[at].is_ascii_digit();
-    tail[0] == b','
-        && tail[5] == b'-'
-        && tail[8] == b'-'
-        && digit(1)
-        && digit(2)
-        && digit(3)
-        && digit(4)
-        && digit(6)
-        && digit(7)
-        && digit(9)
-        && digit(10)
-}
-
-/// Splits the first CSV field off `input`: the field's text, and what follows
-/// the comma after it (`None` if the field ends the input).
-fn split_field(input: &[u8]) -> Result<(String, Option<&[u8]>), &'static str> {
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| "a name is not UTF-8");
-    let Some(quoted) = input.strip_prefix(b"\"") else {
+/// Splits the first CSV field off `input`: the field as written (quotes
+/// included), and what follows the comma after it (`None` if the field ends
+/// the input).
+#[cfg(test)]
+fn split_field(input: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
+    if !input.starts_with(b"\"") {
         let end = input.iter().position(|&b| b == b',');
         let field = &input[..end.unwrap_or(input.len())];
         if field.contains(&b'"') {
             return Err("a quote inside an unquoted name");
         }
-        return Ok((text(field.to_vec())?, end.map(|at| &input[at + 1..])));
-    };
-    let mut field = Vec::new();
-    let mut bytes = quoted.iter().enumerate();
-    while let Some((at, &b)) = bytes.next() {
-        if b != b'"' {
-            field.push(b);
+        return Ok((field, end.map(|at| &input[at + 1..])));
+    }
+    let mut at = 1;
+    while at < input.len() {
+        if input[at] != b'"' {
+            at += 1;
             continue;
         }
-        match quoted.get(at + 1) {
+        match input.get(at + 1) {
             // A doubled quote is one quote of the name.
-            Some(b'"') => {
-                field.push(b'"');
-                bytes.next();
-            }
-            None => return Ok((text(field)?, None)),
-            Some(b',') => return Ok((text(field)?, Some(&quoted[at + 2..]))),
+            Some(b'"') => at += 2,
+            None => return Ok((input, None)),
+            Some(b',') => return Ok((&input[..=at], Some(&input[at + 2..]))),
             Some(_) => return Err("text after a closing quote"),
         }
     }
     Err("a quoted name is not closed")
 }
 
+/// A field as `split_field` returns it, without its quotes.
+#[cfg(test)]
+fn unquote(raw: &[u8]) -> Vec<u8> {
+    match raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) {
+        Some(inner) => String::from_utf8_lossy(inner)
+            .replace("\"\"", "\"")
+            .into_bytes(),
+        None => raw.to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bet::Bet;
 
     fn bet(first: &str, last: &str, number: u16) -> Bet {
         Bet {
@@ -258,16 +246,17 @@ mod tests {
         }
     }
 
+    fn row_of(agency: u32, bet: &Bet) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_rows(&mut out, agency, [&bet.valid()]);
+        out
+    }
+
     #[test]
     fn rows_are_written_as_the_reference_writes_them() {
-        let mut out = Vec::new();
-        write_rows(&mut out, 3, [bet("Ana", "Gómez", 42).as_ref()]);
-        write_rows(
-            &mut out,
-            1000,
-            [bet("O\"Brien, Jr", "Pérez", 7574).as_ref()],
-        );
-        write_rows(&mut out, 0, [bet("A", "B", 0).as_ref()]);
+        let mut out = row_of(3, &bet("Ana", "Gómez", 42));
+        out.extend(row_of(1000, &bet("O\"Brien, Jr", "Pérez", 7574)));
+        out.extend(row_of(0, &bet("A", "B", 0)));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "3,Ana,Gómez,30904465,1999-03-17,42\r\n\
@@ -292,11 +281,11 @@ mod tests {
         for first in names {
             for last in names {
                 let bet = bet(first, last, 7574);
-                let mut line = Vec::new();
-                write_rows(&mut line, 4_000_000_000, [bet.as_ref()]);
+                let line = row_of(4_000_000_000, &bet);
                 let row = parse_row(line.strip_suffix(b"\n").unwrap()).unwrap();
                 assert_eq!(row.agency, 4_000_000_000);
-                assert_eq!((row.document(), row.number), ("30904465", 7574));
+                assert_eq!((row.document(), row.number), (&b"30904465"[..], 7574));
+                assert_eq!(row.check_names(), Ok(()));
                 assert_eq!(row.to_bet(), Ok(bet), "{}", String::from_utf8_lossy(&line));
             }
         }
@@ -324,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn broken_names_are_found_when_the_bet_is_built() {
+    fn broken_names_are_found_by_the_check() {
         let cases: [(&[u8], &str); 6] = [
             (b"1,A,B,C,1,2000-01-01,1", "more than 6"),
             (b"1,\"A,B,1,2000-01-01,1", "not closed"),
@@ -334,7 +323,7 @@ mod tests {
             (b"1,A,B,1,\xff,1", "birthdate"),
         ];
         for (line, reason) in cases {
-            let error = parse_row(line).unwrap().to_bet().unwrap_err();
+            let error = parse_row(line).unwrap().check_names().unwrap_err();
             assert!(error.contains(reason), "{line:?}: {error}");
         }
     }

@@ -1,0 +1,225 @@
+//! The wire protocol by hand: message bytes built field by field as PROTOCOL.md
+//! lays them out, and replies read back the same way.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Error codes, as PROTOCOL.md numbers them.
+pub mod code {
+    pub const MALFORMED: u16 = 1;
+    pub const TOO_LARGE: u16 = 2;
+    pub const UNKNOWN_MESSAGE: u16 = 3;
+    pub const INVALID_BET: u16 = 4;
+    pub const UNKNOWN_AGENCY: u16 = 5;
+    pub const AGENCY_FINISHED: u16 = 6;
+    pub const STORAGE: u16 = 7;
+    pub const BUSY: u16 = 8;
+    pub const SHUTTING_DOWN: u16 = 9;
+}
+
+/// A socket to the server with generous timeouts, so a broken test fails, not hangs.
+pub fn connect(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
+    stream.set_read_timeout(Some(super::HANG)).unwrap();
+    stream.set_write_timeout(Some(super::HANG)).unwrap();
+    stream
+}
+
+fn str16(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&u16::try_from(s.len()).expect("a str16").to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// One bet's wire bytes, from raw field bytes (so tests can send bad UTF-8).
+pub fn bet_bytes(
+    first: &[u8],
+    last: &[u8],
+    document: &[u8],
+    birthdate: &[u8],
+    number: u16,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    str16(&mut out, first);
+    str16(&mut out, last);
+    str16(&mut out, document);
+    str16(&mut out, birthdate);
+    out.extend_from_slice(&number.to_be_bytes());
+    out
+}
+
+/// A valid bet with this document and number.
+pub fn good_bet(document: &str, number: u16) -> Vec<u8> {
+    bet_bytes(
+        "María José".as_bytes(),
+        "Núñez".as_bytes(),
+        document.as_bytes(),
+        b"1990-02-28",
+        number,
+    )
+}
+
+/// A BETS message with an explicit count over the concatenated bet bytes.
+pub fn bets_message(agency: u32, count: u16, bets: &[Vec<u8>]) -> Vec<u8> {
+    let body: Vec<u8> = bets.concat();
+    let mut out = vec![0, 1];
+    out.extend_from_slice(&agency.to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(body.len()).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A BETS message of one good bet per document, each on 7574 when `win`.
+pub fn batch_of(agency: u32, documents: &[String], number: u16) -> Vec<u8> {
+    let bets: Vec<Vec<u8>> = documents.iter().map(|d| good_bet(d, number)).collect();
+    bets_message(agency, u16::try_from(bets.len()).unwrap(), &bets)
+}
+
+pub fn finish_message(agency: u32) -> Vec<u8> {
+    let mut out = vec![0, 3];
+    out.extend_from_slice(&agency.to_be_bytes());
+    out
+}
+
+pub fn get_winners_message(agency: u32) -> Vec<u8> {
+    let mut out = vec![0, 5];
+    out.extend_from_slice(&agency.to_be_bytes());
+    out
+}
+
+/// A reply as read off the wire.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wire {
+    BetsAck(u16),
+    FinishAck(u32),
+    NoWinners,
+    Winners(String),
+    WinnersPart(String),
+    Error(u16, String),
+    /// The server closed the connection.
+    Closed,
+}
+
+fn read_exact_or_closed(stream: &mut TcpStream, buf: &mut [u8]) -> bool {
+    match stream.read_exact(buf) {
+        Ok(()) => true,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            false
+        }
+        Err(e) => panic!("reading a reply: {e}"),
+    }
+}
+
+/// Reads one reply, decoding the bytes by hand as PROTOCOL.md lays them out.
+pub fn read_wire(stream: &mut TcpStream) -> Wire {
+    let mut id = [0u8; 2];
+    if !read_exact_or_closed(stream, &mut id) {
+        return Wire::Closed;
+    }
+    let u16_field = |stream: &mut TcpStream| {
+        let mut b = [0u8; 2];
+        assert!(
+            read_exact_or_closed(stream, &mut b),
+            "closed inside a reply"
+        );
+        u16::from_be_bytes(b)
+    };
+    match u16::from_be_bytes(id) {
+        2 => Wire::BetsAck(u16_field(stream)),
+        4 => {
+            let mut b = [0u8; 4];
+            assert!(
+                read_exact_or_closed(stream, &mut b),
+                "closed inside a reply"
+            );
+            Wire::FinishAck(u32::from_be_bytes(b))
+        }
+        6 => Wire::NoWinners,
+        kind @ (7 | 8 | 0xFF) => {
+            let code = if kind == 0xFF { u16_field(stream) } else { 0 };
+            let len = u16_field(stream);
+            let mut payload = vec![0u8; usize::from(len)];
+            assert!(
+                read_exact_or_closed(stream, &mut payload),
+                "closed inside a reply"
+            );
+            let text = String::from_utf8(payload).expect("UTF-8 payload");
+            match kind {
+                7 => Wire::Winners(text),
+                8 => Wire::WinnersPart(text),
+                _ => Wire::Error(code, text),
+            }
+        }
+        other => panic!("unknown reply id {other:#06x}"),
+    }
+}
+
+/// Sends `bytes` and reads one reply.
+pub fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> Wire {
+    stream.write_all(bytes).expect("send");
+    read_wire(stream)
+}
+
+/// The detail of an ERROR with `code`; panics on any other reply.
+pub fn expect_error(reply: Wire, code: u16) -> String {
+    match reply {
+        Wire::Error(c, detail) if c == code => detail,
+        other => panic!("expected ERROR {code}, got {other:?}"),
+    }
+}
+
+/// The connection was closed by the server: a read gives end of file (or a reset).
+pub fn assert_closed(stream: &mut TcpStream) {
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the server to close the connection, got {other:?}"),
+    }
+}
+
+/// Reads one agency's whole winners answer (parts and the final WINNERS) on
+/// `stream`; `None` for NO_WINNERS.
+pub fn read_winners(stream: &mut TcpStream) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    loop {
+        match read_wire(stream) {
+            Wire::NoWinners if parts.is_empty() => return None,
+            Wire::WinnersPart(p) => parts.push(p),
+            Wire::Winners(p) => {
+                parts.push(p);
+                let joined = parts.join(",");
+                return Some(
+                    joined
+                        .split(',')
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                );
+            }
+            other => panic!("unexpected reply to GET_WINNERS: {other:?}"),
+        }
+    }
+}
+
+/// Asks for an agency's winners on a new connection each time until the draw
+/// has happened; returns the documents in the order the server sent them.
+pub fn fetch_winners(port: u16, agency: u32) -> Vec<String> {
+    super::wait_until(&format!("the winners of agency {agency}"), || {
+        let mut stream = connect(port);
+        stream
+            .write_all(&get_winners_message(agency))
+            .expect("send");
+        let winners = read_winners(&mut stream);
+        if winners.is_none() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        winners
+    })
+}

@@ -1,0 +1,190 @@
+//! The orderly stop, with the real binaries: SIGTERM and SIGINT to a server idle,
+//! ingesting, or holding agencies that wait on the draw, and to a client.
+//!
+//! Every timeout the server has is set far longer than the test may last, so a
+//! stop that waited for one would fail the fixed bound checked here; the bound
+//! itself is generous (seconds), because a stop may finish a disk flush under way.
+
+mod common;
+
+use common::*;
+use lottery::stamp_ms;
+use std::io::Read;
+use std::process::Child;
+
+/// Idle connections and draw waits far longer than any test.
+const LONG_TIMEOUTS: [(&str, &str); 2] = [
+    ("SERVER_IDLE_TIMEOUT_MS", "600000"),
+    ("SERVER_DRAW_WAIT_MS", "600000"),
+];
+/// The server's own stop, signal to exit line, is well under this.
+const STOP_BOUND_MS: u64 = 10_000;
+
+/// The stop after `signal`: exit 0, every step logged in order, and the
+/// server's own stop (its log's stamps, from the signal's arrival to its exit
+/// line) within `STOP_BOUND_MS`.
+fn assert_clean_stop(server: &mut ServerProcess, signal: &str) {
+    server.signal(signal);
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", server.describe());
+    let lines = server.log_lines();
+    let position = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{}", server.describe()))
+    };
+    let received = position(&format!(
+        "action: shutdown | result: in_progress | signal: SIG{signal}"
+    ));
+    let listener = position("action: close_listener | result: success");
+    let file = position("action: close_bets_file | result: success");
+    let shutdown = position("action: shutdown | result: success");
+    let exited = position("action: exit | result: success");
+    assert!(received < listener && listener < file && file < shutdown && shutdown < exited);
+    let took = stamp_ms(&lines[exited])
+        .zip(stamp_ms(&lines[received]))
+        .and_then(|(end, start)| end.checked_sub(start))
+        .unwrap_or_else(|| panic!("unreadable log stamps:\n{}", server.describe()));
+    assert!(
+        took < STOP_BOUND_MS,
+        "the stop took {took} ms:\n{}",
+        server.describe()
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_stop_an_idle_server_cleanly() {
+    for signal in ["TERM", "INT"] {
+        let mut server = ServerProcess::start(1, &LONG_TIMEOUTS);
+        // An idle connection is open: the stop must not wait for its timeout.
+        let _idle = connect(server.port);
+        assert_clean_stop(&mut server, signal);
+    }
+}
+
+#[test]
+fn sigterm_during_ingest_keeps_every_acked_batch_whole() {
+    stop_during_ingest("TERM");
+}
+
+#[test]
+fn sigint_during_ingest_keeps_every_acked_batch_whole() {
+    stop_during_ingest("INT");
+}
+
+fn stop_during_ingest(signal: &str) {
+    let data = tempfile::tempdir().unwrap();
+    write_agency_files(data.path(), 5, 40_000);
+    let mut server = ServerProcess::start(5, &LONG_TIMEOUTS);
+    let clients: Vec<Child> = (1..=5)
+        .map(|id| {
+            client_command(id, &server.address(), &agency_file(data.path(), id))
+                // Small batches, one at a time: the ingest lasts past the signal.
+                .env("CLI_BATCH_MAXAMOUNT", "10")
+                .env("CLI_BATCHES_IN_FLIGHT", "1")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Every agency connected and storing: none is still starting when the
+    // server stops (it would retry until its timeout).
+    for id in 1..=5 {
+        server.wait_for_log(&format!(
+            "apuesta_recibida | result: success | cantidad: 10 | agencia: {id}"
+        ));
+    }
+    assert_clean_stop(&mut server, signal);
+
+    let mut interrupted = 0;
+    for client in clients {
+        let output = client.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(!log.contains("panicked"), "{log}");
+        if !output.status.success() {
+            interrupted += 1;
+            assert!(
+                log.contains("action: exit | result: fail | error:"),
+                "a clear message: {log}"
+            );
+        }
+    }
+    assert!(interrupted > 0, "the clients were cut off mid-ingest");
+
+    // Every acknowledged bet is in the file, whole, and nothing else is.
+    let acked: usize = server
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("action: apuesta_recibida | result: success"))
+        .filter_map(|l| {
+            l.split("cantidad: ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    let text = std::fs::read_to_string(&server.bets_file).unwrap();
+    assert!(
+        text.is_empty() || text.ends_with("\r\n"),
+        "the file ends with a whole row"
+    );
+    assert_eq!(text.lines().count(), acked);
+    assert!(text.lines().all(|row| row.split(',').count() == 6));
+}
+
+#[test]
+fn sigterm_and_sigint_wake_get_winners_waiting_on_the_draw() {
+    for signal in ["TERM", "INT"] {
+        let mut server = ServerProcess::start(2, &LONG_TIMEOUTS);
+        let port = server.port;
+        let baseline = thread_count(server.pid());
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut stream = connect(port);
+                    exchange(&mut stream, &get_winners_message(1))
+                })
+            })
+            .collect();
+        // One handler thread per waiter: all three are waiting on the draw.
+        wait_for_threads(server.pid(), baseline + 3);
+        assert_clean_stop(&mut server, signal);
+        for waiter in waiters {
+            match waiter.join().unwrap() {
+                Wire::Error(code, _) => assert_eq!(code, code::SHUTTING_DOWN),
+                Wire::Closed => {}
+                other => panic!("expected SHUTTING_DOWN or a close, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            server.count_log("action: close_connection | result: success"),
+            3,
+            "{}",
+            server.describe()
+        );
+    }
+}
+
+#[test]
+fn sigterm_to_a_client_closes_its_socket_and_exits_0() {
+    // Agency 2 never finishes, so the client keeps asking for the winners.
+    let server = ServerProcess::start(2, &LONG_TIMEOUTS);
+    let mut client = client_command(1, &server.address(), &agency_file(&default_data_dir(), 1))
+        .env("CLI_TIMEOUT_S", "600")
+        .spawn()
+        .unwrap();
+    server.wait_for_log("agencia: 1 | total_agencias_finalizadas: 1");
+    signal_pid(client.id(), "TERM");
+    let status = wait_child(&mut client).expect("the client exits long before its timeout");
+    let mut log = String::new();
+    client
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("action: shutdown | result: success"), "{log}");
+}
