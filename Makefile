@@ -1,42 +1,79 @@
 # lottery: build, run and test the bet collection system.
-# `make help` lists the targets. Every target works from a clean clone.
+# `make help` lists the targets and the variables. Every target works from a clean clone.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 CLIENTS ?= 5
 DATA_DIR ?= data
-SERVER_ADDRESS ?= 127.0.0.1:12345
+SERVER_PORT ?= 12345
+SERVER_ADDRESS ?= 127.0.0.1:$(SERVER_PORT)
 RUN_DIR ?= runs
 STAMP := $(shell date +%Y%m%d-%H%M%S)
-BETS_FILE ?= $(RUN_DIR)/bets-$(STAMP).csv
+# A new round in a new file each time, unless a bets file is named (to resume one).
+BETS_FILE ?= $(or $(SERVER_BETS_FILE),$(RUN_DIR)/bets-$(STAMP).csv)
 BIN := target/release
 
-.PHONY: help build run-server run-clients run test bench data clean-runs
+.PHONY: help build run-server run-clients run test bench data clean
 
 help:
 	@echo "make build        build the server and client (release)"
-	@echo "make run          the whole draw: server + $(CLIENTS) agencies on DATA_DIR=$(DATA_DIR), then stop"
-	@echo "make run-server   the server in the foreground (bets go to a new file under $(RUN_DIR)/)"
-	@echo "make run-clients  $(CLIENTS) agencies in parallel against SERVER_ADDRESS=$(SERVER_ADDRESS)"
+	@echo "make run          the whole round: a server, CLIENTS agencies on DATA_DIR, each agency's winners"
+	@echo "make run-server   the server in the foreground; log in $(RUN_DIR)/server.log"
+	@echo "make run-clients  CLIENTS agencies against SERVER_ADDRESS; log in $(RUN_DIR)/clients.log"
 	@echo "make test         unit and integration tests"
-	@echo "make bench        the benchmark (see README, Performance)"
+	@echo "make bench        the benchmark (docs/benchmarks.md)"
 	@echo "make data         regenerate the committed default data in data/"
+	@echo "make clean        remove $(RUN_DIR)/ (bets files and logs of earlier runs)"
+	@echo
+	@echo "variables (make VAR=value target):"
+	@echo "  CLIENTS=$(CLIENTS)                agencies (and the server's SERVER_AGENCIES)"
+	@echo "  DATA_DIR=$(DATA_DIR)             where agency-1.csv .. agency-CLIENTS.csv are"
+	@echo "  SERVER_PORT=$(SERVER_PORT)         the port make run-server listens on"
+	@echo "  SERVER_ADDRESS=$(SERVER_ADDRESS)  where make run-clients connects"
+	@echo "  BETS_FILE=...             the bets file of make run-server (default: a new $(RUN_DIR)/bets-<time>.csv)"
+	@echo "  RUN_DIR=$(RUN_DIR)              where bets files and logs go"
 
 build:
 	cargo build --release --bins
 
+# Stops with a message naming the first agency file that is missing.
+define check_data
+	for i in $$(seq 1 $(CLIENTS)); do \
+	  if [ ! -f "$(DATA_DIR)/agency-$$i.csv" ]; then \
+	    echo "$(1): $(DATA_DIR)/agency-$$i.csv does not exist: CLIENTS=$(CLIENTS) needs agency-1.csv to agency-$(CLIENTS).csv in DATA_DIR=$(DATA_DIR)" >&2; \
+	    exit 2; \
+	  fi; \
+	done
+endef
+
+# Every line goes to the terminal and to a log file. The copy ignores Ctrl-C
+# (SIGINT goes to the whole foreground group), so it still takes the lines the
+# programs write while they stop, and ends when they have exited.
+define log_to
+	( trap '' INT; exec tee "$(1)" )
+endef
+
 run-server: build
 	@mkdir -p $(RUN_DIR)
-	@echo "bets file: $(BETS_FILE)"
-	SERVER_BETS_FILE=$(BETS_FILE) SERVER_AGENCIES=$${SERVER_AGENCIES:-$(CLIENTS)} $(BIN)/server
+	@log=$(RUN_DIR)/server-$(STAMP).log; ln -sfn server-$(STAMP).log $(RUN_DIR)/server.log; \
+	echo "bets file: $(BETS_FILE)"; echo "log: $$log (also $(RUN_DIR)/server.log)"; \
+	SERVER_PORT=$(SERVER_PORT) SERVER_BETS_FILE=$(BETS_FILE) SERVER_AGENCIES=$${SERVER_AGENCIES:-$(CLIENTS)} \
+	  $(BIN)/server 2>&1 | $(call log_to,$$log)
 
 # Each client's lines are prefixed "clientN | "; fails if any client fails.
 run-clients: build
+	@$(call check_data,run-clients)
+	@mkdir -p $(RUN_DIR)
+	@log=$(RUN_DIR)/clients-$(STAMP).log; ln -sfn clients-$(STAMP).log $(RUN_DIR)/clients.log; \
+	echo "log: $$log (also $(RUN_DIR)/clients.log)"; \
+	$(MAKE) --no-print-directory _clients 2>&1 | $(call log_to,$$log)
+
+_clients:
 	@pids=(); \
 	for i in $$(seq 1 $(CLIENTS)); do \
 	  ( CLI_ID=$$i CLI_DATA_FILE=$(DATA_DIR)/agency-$$i.csv CLI_SERVER_ADDRESS=$(SERVER_ADDRESS) \
-	      $(BIN)/client 2>&1 | sed -u "s/^/client$$i | /" ) & pids+=($$!); \
+	      $(BIN)/client 2>&1 | ( trap '' INT; exec sed -u "s/^/client$$i | /" ) ) & pids+=($$!); \
 	done; \
 	failed=0; for p in "$${pids[@]}"; do wait $$p || failed=1; done; \
 	if [ $$failed -ne 0 ]; then echo "run-clients: at least one client failed (see its lines above)"; fi; \
@@ -45,21 +82,25 @@ run-clients: build
 # The main job in one command: a server on a free port and a new bets file, the
 # agencies, a SIGTERM to the server, and each agency's winner count.
 run: build
+	@$(call check_data,run)
 	@mkdir -p $(RUN_DIR); \
-	log=$(RUN_DIR)/server-$(STAMP).log; \
+	log=$(RUN_DIR)/server-$(STAMP).log; clients=$(RUN_DIR)/clients-$(STAMP).log; \
+	ln -sfn server-$(STAMP).log $(RUN_DIR)/server.log; ln -sfn clients-$(STAMP).log $(RUN_DIR)/clients.log; \
 	SERVER_PORT=0 SERVER_BETS_FILE=$(BETS_FILE) SERVER_AGENCIES=$(CLIENTS) $(BIN)/server 2> >(tee $$log | sed -u "s/^/server  | /" >&2) & \
 	server=$$!; \
-	for _ in $$(seq 100); do grep -q "action: config" $$log 2>/dev/null && break; sleep 0.05; done; \
+	for _ in $$(seq 200); do grep -q "action: config | result" $$log 2>/dev/null && break; sleep 0.05; done; \
 	port=$$(grep -o "server_port: [0-9]*" $$log | grep -o "[0-9]*$$" || true); \
 	if [ -z "$$port" ]; then echo "run: the server did not start (see above)"; wait $$server || true; exit 1; fi; \
 	failed=0; \
-	$(MAKE) --no-print-directory run-clients SERVER_ADDRESS=127.0.0.1:$$port CLIENTS=$(CLIENTS) DATA_DIR=$(DATA_DIR) \
-	  | tee $(RUN_DIR)/clients-$(STAMP).log || failed=1; \
+	$(MAKE) --no-print-directory _clients SERVER_ADDRESS=127.0.0.1:$$port 2>&1 | tee $$clients || failed=1; \
 	kill -TERM $$server; wait $$server || { echo "run: the server exited with an error"; failed=1; }; \
 	echo; echo "== draw: $$(grep -c 'action: sorteo | result: success' $$log) (bets file $(BETS_FILE), $$(wc -l < $(BETS_FILE)) bets)"; \
+	echo "== logs: $$log and $$clients (the latest also as $(RUN_DIR)/server.log and $(RUN_DIR)/clients.log)"; \
 	for i in $$(seq 1 $(CLIENTS)); do \
-	  n=$$(grep "^client$$i |.*action: consulta_ganadores | result: success" $(RUN_DIR)/clients-$(STAMP).log | grep -o "cant_ganadores: [0-9]*" | grep -o "[0-9]*$$" || true); \
-	  echo "agency $$i: $${n:-NO ANSWER} winners"; [ -n "$$n" ] || failed=1; \
+	  n=$$(grep "^client$$i |.*action: consulta_ganadores | result: success" $$clients | grep -o "cant_ganadores: [0-9]*" | grep -o "[0-9]*$$" || true); \
+	  if [ -z "$$n" ]; then echo "agency $$i: NO ANSWER"; failed=1; \
+	  elif [ "$$n" = 1 ]; then echo "agency $$i: 1 winner"; \
+	  else echo "agency $$i: $$n winners"; fi; \
 	done; \
 	exit $$failed
 
@@ -72,3 +113,7 @@ bench:
 
 data:
 	cargo run --release --example gen_bets -- --agencies 5 --bets 10000 --out data
+
+clean:
+	rm -rf $(RUN_DIR)
+	@echo "removed $(RUN_DIR)/ (bets files and logs of earlier runs)"

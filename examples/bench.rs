@@ -387,7 +387,24 @@ fn baseline_disk(data: &Path, agencies: u32) -> Result<f64, String> {
     Ok(elapsed)
 }
 
+const USAGE: &str = "usage: bench (no arguments; run it with `make bench`)
+
+Runs the release server and clients on each workload and prints the table.
+  BENCH_RUNS=N                      runs per workload          [default: 5]
+  BENCH_WORKLOADS=official,1m,...   workloads by name: official, 1m, 10m, 1m-1000ag";
+
 fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("bench: unexpected argument {other:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
     let logs_dir = client_logs_dir();
     let outcome = bench(&logs_dir);
     if logs_dir.starts_with("/dev/shm") {

@@ -113,7 +113,24 @@ struct Args {
     winner_every: u64,
 }
 
-fn parse_args() -> Result<Args, String> {
+const USAGE: &str =
+    "usage: gen_bets [--agencies N] [--bets TOTAL] [--out DIR] [--seed S] [--winner-every K]
+
+Writes DIR/agency-1.csv .. agency-N.csv: TOTAL bets in all, no header, CRLF,
+UTF-8. The same arguments always give the same bytes.
+  --agencies N       agency files to write             [default: 5]
+  --bets TOTAL       bets over all the files           [default: 10000]
+  --out DIR          where to write them               [default: data]
+  --seed S           the generator's seed              [default: 2026]
+  --winner-every K   about one bet in K plays 7574     [default: 500]";
+
+/// What the command line asks for.
+enum Command {
+    Generate(Args),
+    Help,
+}
+
+fn parse_args() -> Result<Command, String> {
     let mut args = Args {
         agencies: 5,
         bets: 10_000,
@@ -123,6 +140,12 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            return Ok(Command::Help);
+        }
+        if !flag.starts_with("--") {
+            return Err(format!("unexpected argument {flag:?}"));
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || {
             value
@@ -143,7 +166,7 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown option {flag}")),
         }
     }
-    Ok(args)
+    Ok(Command::Generate(args))
 }
 
 fn generate(args: &Args) -> std::io::Result<()> {
@@ -185,12 +208,13 @@ fn generate(args: &Args) -> std::io::Result<()> {
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(args) => args,
+        Ok(Command::Generate(args)) => args,
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            eprintln!(
-                "gen_bets: {e}\nusage: gen_bets [--agencies N] [--bets TOTAL] [--out DIR] \
-                 [--seed S] [--winner-every K]"
-            );
+            eprintln!("gen_bets: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };

@@ -21,7 +21,7 @@ use crate::config::ClientConfig;
 use crate::connection::{self, Connection, ConnectionError};
 use crate::locks::lock;
 use crate::protocol::{self, ErrorCode, Reply, Request};
-use crate::retry::{self, Backoff};
+use crate::retry::{self, Backoff, WaitReport};
 use crate::shutdown::Shutdown;
 use log::{debug, info, warn};
 use std::fmt;
@@ -37,8 +37,10 @@ const SLEEP_SLICE_MS: u64 = 50;
 /// Why the agency could not complete its run.
 #[derive(Debug)]
 pub enum ClientError {
-    /// The agency file could not be opened or read.
+    /// The agency file could not be opened.
     DataFile { path: PathBuf, reason: String },
+    /// Reading the agency file failed part way.
+    ReadingDataFile { path: PathBuf, reason: String },
     /// No connection to the server within the timeout.
     Connect {
         address: String,
@@ -71,7 +73,13 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::DataFile { path, reason } => write!(
                 f,
-                "could not read the agency file {}: {reason}; check CLI_DATA_FILE",
+                "could not open the agency file {} (CLI_DATA_FILE): {reason}; point CLI_DATA_FILE \
+                 at the agency's CSV file",
+                path.display()
+            ),
+            ClientError::ReadingDataFile { path, reason } => write!(
+                f,
+                "reading the agency file {} failed: {reason}",
                 path.display()
             ),
             ClientError::Connect {
@@ -112,6 +120,15 @@ impl fmt::Display for ClientError {
 impl std::error::Error for ClientError {}
 
 impl ClientError {
+    /// The process exit status for this error: 2 when the agency cannot even
+    /// start (its file), 1 for anything that went wrong in the exchange.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            ClientError::DataFile { .. } => 2,
+            _ => 1,
+        }
+    }
+
     /// Whether the server refused the connection for being at its limit.
     fn is_busy(&self) -> bool {
         matches!(
@@ -199,10 +216,18 @@ impl Agency {
     }
 
     fn data_file_error(&self, reason: impl fmt::Display) -> ClientError {
-        ClientError::DataFile {
+        ClientError::ReadingDataFile {
             path: self.config.data_file.clone(),
             reason: reason.to_string(),
         }
+    }
+
+    /// Opens the agency file; failing to is a start-up error.
+    fn open_data_file(&self) -> Result<AgencyFile, ClientError> {
+        AgencyFile::open(&self.config.data_file).map_err(|e| ClientError::DataFile {
+            path: self.config.data_file.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Sends the agency file's bets and FINISH on one connection. A connection
@@ -211,8 +236,7 @@ impl Agency {
     fn send_file(&mut self) -> Result<(u64, u64), ClientError> {
         let deadline = Instant::now() + self.config.timeout;
         loop {
-            let mut reader =
-                AgencyFile::open(&self.config.data_file).map_err(|e| self.data_file_error(e))?;
+            let mut reader = self.open_data_file()?;
             let mut conn = self.connect(deadline)?;
             let attempt = self.send_bets(&mut reader, &mut conn).and_then(|sent| {
                 let (bets_sent, invalid_rows) = sent;
@@ -243,6 +267,7 @@ impl Agency {
     /// Connects, retrying every retry interval until `deadline`.
     fn connect(&mut self, deadline: Instant) -> Result<Connection, ClientError> {
         let started = Instant::now();
+        let mut report = WaitReport::start();
         loop {
             if self.shutdown.is_triggered() {
                 return Err(ClientError::Interrupted);
@@ -258,10 +283,17 @@ impl Agency {
                     reason: error.to_string(),
                 });
             }
-            debug!(
-                "action: conectar | result: in_progress | address: {} | error: {error}",
-                self.config.server_address
-            );
+            match report.due() {
+                Some(waited) => info!(
+                    "action: conectar | result: in_progress | address: {} | esperando_s: {} | error: {error}",
+                    self.config.server_address,
+                    waited.as_secs()
+                ),
+                None => debug!(
+                    "action: conectar | result: in_progress | address: {} | error: {error}",
+                    self.config.server_address
+                ),
+            }
             self.sleep(self.backoff.interval().min(deadline - Instant::now()))?;
         }
     }
@@ -526,6 +558,7 @@ impl Agency {
             reply: e.to_string(),
         })?;
         self.backoff.reset();
+        let mut report = WaitReport::start();
         loop {
             let mut conn = self.connect(deadline)?;
             let answer = self.winners_attempt(&mut conn, &request);
@@ -534,9 +567,15 @@ impl Agency {
             let pause = match answer {
                 Ok(Some(parts)) => return Ok(split_documents(&parts)),
                 Ok(None) => {
-                    debug!(
-                        "action: consulta_ganadores | result: in_progress | detail: the draw has not happened yet"
-                    );
+                    match report.due() {
+                        Some(waited) => info!(
+                            "action: consulta_ganadores | result: in_progress | esperando_s: {} | detail: waiting for the draw, which needs every agency to finish",
+                            waited.as_secs()
+                        ),
+                        None => debug!(
+                            "action: consulta_ganadores | result: in_progress | detail: the draw has not happened yet"
+                        ),
+                    }
                     self.backoff.reset();
                     self.backoff.interval()
                 }

@@ -12,6 +12,40 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What a program's command line asks for. Both programs are configured by
+/// environment variables alone, so any other argument is a mistake, refused
+/// before anything starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandLine {
+    /// No arguments: run.
+    Run,
+    /// `--help` or `-h`.
+    Help,
+    /// `--version` or `-V`.
+    Version,
+    /// Anything else: the first argument not understood.
+    Unknown(String),
+}
+
+impl CommandLine {
+    /// Reads the arguments after the program's name.
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> CommandLine {
+        let mut args = args.into_iter();
+        let Some(first) = args.next() else {
+            return CommandLine::Run;
+        };
+        let parsed = match first.to_str() {
+            Some("--help" | "-h") => CommandLine::Help,
+            Some("--version" | "-V") => CommandLine::Version,
+            _ => return CommandLine::Unknown(first.to_string_lossy().into_owned()),
+        };
+        match args.next() {
+            Some(extra) => CommandLine::Unknown(extra.to_string_lossy().into_owned()),
+            None => parsed,
+        }
+    }
+}
+
 /// Where the configuration comes from: a variable's value, if set.
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<OsString>;
 
@@ -33,7 +67,29 @@ pub enum ConfigError {
         variable: &'static str,
         value: String,
         expected: &'static str,
+        /// Whether unsetting the variable would give a default.
+        has_default: bool,
     },
+}
+
+impl ConfigError {
+    /// The same error, for a variable that has no default.
+    fn without_default(self) -> ConfigError {
+        match self {
+            ConfigError::Invalid {
+                variable,
+                value,
+                expected,
+                ..
+            } => ConfigError::Invalid {
+                variable,
+                value,
+                expected,
+                has_default: false,
+            },
+            missing => missing,
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -46,10 +102,14 @@ impl fmt::Display for ConfigError {
                 variable,
                 value,
                 expected,
-            } => write!(
-                f,
-                "{variable}={value:?} is not valid; set it to {expected} (or unset it for the default)"
-            ),
+                has_default,
+            } => {
+                write!(f, "{variable}={value:?} is not valid; set it to {expected}")?;
+                if *has_default {
+                    write!(f, " (or unset it for the default)")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -71,6 +131,7 @@ fn read<T>(
         variable,
         value,
         expected,
+        has_default: true,
     };
     let text = raw
         .into_string()
@@ -264,12 +325,12 @@ bet was invalid or the server refused or failed, 2 for a configuration error.";
     /// Reads the settings; only CLI_ID is required.
     pub fn from_env(env: Lookup<'_>) -> Result<ClientConfig, ConfigError> {
         const ID_EXPECTED: &str = "the agency number, a whole number of 1 or more";
-        let id = read(env, "CLI_ID", ID_EXPECTED, parse_in_range(1, u32::MAX))?.ok_or(
-            ConfigError::Missing {
+        let id = read(env, "CLI_ID", ID_EXPECTED, parse_in_range(1, u32::MAX))
+            .map_err(ConfigError::without_default)?
+            .ok_or(ConfigError::Missing {
                 variable: "CLI_ID",
                 expected: ID_EXPECTED,
-            },
-        )?;
+            })?;
         Ok(ClientConfig {
             id,
             server_address: read(
@@ -394,6 +455,22 @@ mod tests {
     }
 
     #[test]
+    fn only_help_and_version_are_understood_on_the_command_line() {
+        let parse = |args: &[&str]| CommandLine::parse(args.iter().map(OsString::from));
+        assert_eq!(parse(&[]), CommandLine::Run);
+        assert_eq!(parse(&["--help"]), CommandLine::Help);
+        assert_eq!(parse(&["-h"]), CommandLine::Help);
+        assert_eq!(parse(&["--version"]), CommandLine::Version);
+        assert_eq!(parse(&["-V"]), CommandLine::Version);
+        assert_eq!(parse(&["foo"]), CommandLine::Unknown("foo".into()));
+        assert_eq!(parse(&["--help", "x"]), CommandLine::Unknown("x".into()));
+        assert_eq!(
+            parse(&["--port=1"]),
+            CommandLine::Unknown("--port=1".into())
+        );
+    }
+
+    #[test]
     fn the_client_needs_an_id_and_derives_its_data_file() {
         assert_eq!(
             ClientConfig::from_env(&env_of(&[])).unwrap_err(),
@@ -402,7 +479,16 @@ mod tests {
                 expected: "the agency number, a whole number of 1 or more"
             }
         );
-        assert!(ClientConfig::from_env(&env_of(&[("CLI_ID", "0")])).is_err());
+        let zero = ClientConfig::from_env(&env_of(&[("CLI_ID", "0")])).unwrap_err();
+        assert!(
+            !zero.to_string().contains("default"),
+            "CLI_ID has no default: {zero}"
+        );
+        let port = ServerConfig::from_env(&env_of(&[("SERVER_PORT", "x")])).unwrap_err();
+        assert!(
+            port.to_string().contains("unset it for the default"),
+            "{port}"
+        );
         for bad in ["127.0.0.1:", ":12345", "localhost", "host:99999"] {
             let pairs = [("CLI_ID", "1"), ("CLI_SERVER_ADDRESS", bad)];
             let env = env_of(&pairs);

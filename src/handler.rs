@@ -338,8 +338,10 @@ impl Handler {
         self.send_outbox()?;
         let outcome = self.lottery.finish(agency);
         info!(
-            "action: agencia_finalizo | result: success | agencia: {agency} | total_agencias_finalizadas: {}{}",
+            "action: agencia_finalizo | result: success | agencia: {agency} | total_agencias_finalizadas: {} | de: {} | faltan: {}{}",
             outcome.finished_count,
+            self.lottery.agencies(),
+            outcome.missing,
             if outcome.first_time {
                 ""
             } else {

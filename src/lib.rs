@@ -55,8 +55,8 @@ mod text;
 
 pub use calendar::is_leap_year;
 pub use client::{Agency, ClientError, Summary};
-pub use config::{ClientConfig, ConfigError, Lookup, ServerConfig, process_env};
-pub use logging::{init as init_logging, stamp_ms};
+pub use config::{ClientConfig, CommandLine, ConfigError, Lookup, ServerConfig, process_env};
+pub use logging::{init as init_logging, set_level as set_log_level, stamp_ms};
 pub use protocol::ErrorCode;
 pub use server::{Server, ServerError};
 pub use shutdown::{Shutdown, on_signal};

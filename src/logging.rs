@@ -15,10 +15,12 @@ use std::fmt;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Starts logging at `level`. Safe to call once per process.
+/// Starts logging at `level`; `set_level` changes it later (a program logs its
+/// configuration errors before it knows the level it is configured for). Call
+/// it once per process.
 pub fn init(level: LevelFilter) {
     env_logger::Builder::new()
-        .filter_level(level)
+        .filter_level(LevelFilter::Trace)
         .format(|buf, record| {
             writeln!(
                 buf,
@@ -29,6 +31,12 @@ pub fn init(level: LevelFilter) {
             )
         })
         .init();
+    set_level(level);
+}
+
+/// Logs only lines at `level` or more severe from now on.
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
 }
 
 const MS_PER_DAY: u64 = 86_400_000;

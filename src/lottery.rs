@@ -20,6 +20,30 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// Agencies shown by number in a FINISH's log line; the rest are counted.
+const MISSING_SHOWN: usize = 10;
+
+/// The agencies of 1..=`agencies` not finished yet, as the log shows them:
+/// `4,5`, or `7,9,12,... (+990 more)`; `-` when none is missing.
+fn missing_agencies(state: &mut State, agencies: u32) -> String {
+    while state.first_missing <= agencies && state.finished.contains(&state.first_missing) {
+        state.first_missing += 1;
+    }
+    let missing_count = agencies as usize - state.finished.len();
+    if missing_count == 0 {
+        return "-".to_string();
+    }
+    let shown: Vec<String> = (state.first_missing..=agencies)
+        .filter(|agency| !state.finished.contains(agency))
+        .take(MISSING_SHOWN)
+        .map(|agency| agency.to_string())
+        .collect();
+    match missing_count - shown.len() {
+        0 => shown.join(","),
+        more => format!("{},... (+{more} more)", shown.join(",")),
+    }
+}
+
 /// The shared lottery: cheap to clone, all locking inside.
 #[derive(Clone)]
 pub(crate) struct Lottery {
@@ -39,6 +63,8 @@ struct Shared {
 
 struct State {
     finished: BTreeSet<u32>,
+    /// No agency below this one is missing: where the search for them starts.
+    first_missing: u32,
     batches_in_flight: usize,
     /// The draw is waiting for `batches_in_flight` to reach zero. Without it,
     /// the last batch of every burst would pay a wake-up system call for nobody.
@@ -61,6 +87,9 @@ pub(crate) struct FinishOutcome {
     pub first_time: bool,
     /// Distinct agencies finished so far.
     pub finished_count: usize,
+    /// The agencies not finished yet, for a person: the first few numbers,
+    /// and how many more there are.
+    pub missing: String,
     /// This FINISH completed the set: the caller must now run the draw.
     pub draw_due: bool,
 }
@@ -112,6 +141,7 @@ impl Lottery {
                 agencies,
                 state: Mutex::new(State {
                     finished: BTreeSet::new(),
+                    first_missing: 1,
                     batches_in_flight: 0,
                     draw_waiting: false,
                     draw: Draw::NotYet,
@@ -166,6 +196,7 @@ impl Lottery {
         FinishOutcome {
             first_time,
             finished_count,
+            missing: missing_agencies(&mut state, self.shared.agencies),
             draw_due,
         }
     }
@@ -239,6 +270,7 @@ mod tests {
             FinishOutcome {
                 first_time: true,
                 finished_count: 1,
+                missing: "2".into(),
                 draw_due: false
             }
         );
@@ -247,6 +279,21 @@ mod tests {
         assert!(lottery.finish(2).draw_due);
         assert!(!lottery.finish(2).draw_due);
         assert!(!lottery.finish(1).draw_due);
+    }
+
+    #[test]
+    fn a_finish_says_which_agencies_are_still_missing() {
+        let lottery = Lottery::new(5);
+        assert_eq!(lottery.finish(2).missing, "1,3,4,5");
+        assert_eq!(lottery.finish(1).missing, "3,4,5");
+        lottery.finish(3);
+        assert_eq!(lottery.finish(5).missing, "4");
+        assert_eq!(lottery.finish(4).missing, "-");
+        let many = Lottery::new(1000);
+        assert_eq!(
+            many.finish(1).missing,
+            "2,3,4,5,6,7,8,9,10,11,... (+989 more)"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! agencies come back a few at a time instead of all at once every interval (a
 //! thousand agencies retrying every 100 ms overflowed a server's accept queue).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How far the pause grows: the retry interval doubled at most this many times ...
 const DOUBLINGS: u32 = 5;
@@ -58,6 +58,36 @@ fn pause(interval: Duration, refusals: u32, random: u64) -> Duration {
     let doubled = interval.saturating_mul(1 << refusals.saturating_sub(1).min(DOUBLINGS));
     let pause = doubled.min(PAUSE_CAP.max(interval));
     pause.mul_f64(1.0 - 0.5 * (random % 1024) as f64 / 1024.0)
+}
+
+/// How often a long wait says that it is still waiting.
+const WAIT_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// When to tell the user that a wait goes on: every `WAIT_REPORT_EVERY`.
+pub(crate) struct WaitReport {
+    started: Instant,
+    next: Instant,
+}
+
+impl WaitReport {
+    /// A wait starting now.
+    pub fn start() -> WaitReport {
+        let now = Instant::now();
+        WaitReport {
+            started: now,
+            next: now + WAIT_REPORT_EVERY,
+        }
+    }
+
+    /// How long the wait has lasted, when it is time to say so again.
+    pub fn due(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        if now < self.next {
+            return None;
+        }
+        self.next = now + WAIT_REPORT_EVERY;
+        Some(now - self.started)
+    }
 }
 
 /// A seed that differs between agencies started together: the process id and

@@ -76,6 +76,13 @@ impl ServerError {
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ServerError::Bind { address, source } if source.kind() == io::ErrorKind::AddrInUse => {
+                write!(
+                    f,
+                    "could not listen on {address}: the port is in use; is another server still \
+                     running? Stop it, or pick another SERVER_PORT (0 picks a free one)"
+                )
+            }
             ServerError::Bind { address, source } => write!(
                 f,
                 "could not listen on {address}: {source}; pick another SERVER_PORT \

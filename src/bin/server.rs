@@ -1,42 +1,61 @@
 //! The central lottery server: reads its configuration, starts logging, serves
 //! until SIGTERM/SIGINT, and maps the outcome to an exit status.
 
-use lottery::{Server, ServerConfig, Shutdown};
+use log::{LevelFilter, error, info};
+use lottery::{CommandLine, Server, ServerConfig, Shutdown};
 use std::process::ExitCode;
 
+/// Exit status of a configuration or start-up error.
+const START_FAILED: u8 = 2;
+
 fn main() -> ExitCode {
-    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
-        println!("{}", ServerConfig::HELP);
-        return ExitCode::SUCCESS;
+    lottery::init_logging(LevelFilter::Info);
+    match CommandLine::parse(std::env::args_os().skip(1)) {
+        CommandLine::Run => {}
+        CommandLine::Help => {
+            println!("{}", ServerConfig::HELP);
+            return ExitCode::SUCCESS;
+        }
+        CommandLine::Version => {
+            println!("server {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        CommandLine::Unknown(argument) => {
+            error!(
+                "action: config | result: fail | error: unexpected argument {argument:?}; the server takes no arguments, its settings are environment variables (see `server --help`)"
+            );
+            return ExitCode::from(START_FAILED);
+        }
     }
     let config = match ServerConfig::from_env(&lottery::process_env) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("action: config | result: fail | error: {e}");
-            eprintln!("run `server --help` for every setting");
-            return ExitCode::from(2);
+            error!(
+                "action: config | result: fail | error: {e}; see `server --help` for every setting"
+            );
+            return ExitCode::from(START_FAILED);
         }
     };
-    lottery::init_logging(config.log_level);
+    lottery::set_log_level(config.log_level);
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
-            log::error!("action: config | result: fail | error: {e}");
+            error!("action: config | result: fail | error: {e}");
             return ExitCode::from(e.exit_status());
         }
     };
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
     let signals = match lottery::on_signal(move |signal| {
-        log::info!("action: shutdown | result: in_progress | signal: {signal}");
+        info!("action: shutdown | result: in_progress | signal: {signal}");
         stop.trigger();
     }) {
         Ok(signals) => signals,
         Err(e) => {
-            log::error!(
+            error!(
                 "action: config | result: fail | error: could not install the signal handlers: {e}"
             );
-            return ExitCode::from(2);
+            return ExitCode::from(START_FAILED);
         }
     };
     // The signal handlers are in place before `run` logs the ready line.
@@ -46,12 +65,12 @@ fn main() -> ExitCode {
     let _ = thread.join();
     match outcome {
         Ok(()) => {
-            log::info!("action: exit | result: success");
+            info!("action: exit | result: success");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            log::error!("action: exit | result: fail | error: {e}");
-            ExitCode::FAILURE
+            error!("action: exit | result: fail | error: {e}");
+            ExitCode::from(e.exit_status())
         }
     }
 }
