@@ -115,8 +115,6 @@ impl fmt::Display for AckError {
 pub(crate) struct AckWindow {
     limit: usize,
     waiting: VecDeque<(u64, u16)>,
-    /// Bets acknowledged through this window.
-    acked: u64,
 }
 
 impl AckWindow {
@@ -125,7 +123,6 @@ impl AckWindow {
         AckWindow {
             limit: limit.max(1),
             waiting: VecDeque::new(),
-            acked: 0,
         }
     }
 
@@ -153,13 +150,7 @@ impl AckWindow {
             return Err(AckError::WrongCount { count, expected });
         }
         self.waiting.pop_front();
-        self.acked += u64::from(count);
         Ok(())
-    }
-
-    /// Bets acknowledged so far.
-    pub fn acked(&self) -> u64 {
-        self.acked
     }
 }
 
@@ -237,7 +228,6 @@ mod tests {
         assert_eq!(window.ack(5), Ok(()));
         assert_eq!(window.ack(3), Ok(()));
         assert!(window.is_empty());
-        assert_eq!(window.acked(), 8);
         assert_eq!(window.ack(1), Err(AckError::Unexpected { count: 1 }));
     }
 }

@@ -1,17 +1,19 @@
-//! One agency: its CSV rows become batches of bets, then FINISH, then the winners.
+//! One agency: its CSV rows become numbered batches of bets, then FINISH, then
+//! the winners, and a lost connection or a restarted server costs nothing.
 //!
-//! `Agency::run` streams the agency file (`agency_file`), checks each row with the
-//! server's rules (`bet`), packs the valid ones into BETS messages (`batching`)
-//! and sends them on one connection, keeping up to `batches_in_flight` batches
-//! ahead of their acks and writing a refilled window with one system call. A row
-//! that fails is logged with its line number, skipped and counted. After FINISH
-//! and its ack the connection is closed, and the winners are asked for on a new
-//! connection per attempt until the draw has happened or the timeout passes.
+//! Every connection starts with HELLO; the server's WELCOME says how many of
+//! this agency's bets it holds (`stored`) and whether its FINISH is recorded.
+//! The agency's bets are its valid CSV rows in file order, numbered from 0, so
+//! the client reads its file again, skips the first `stored` valid rows and
+//! sends the rest in BETS messages numbered by their first bet (`batching`),
+//! keeping up to `batches_in_flight` ahead of their acks. Then FINISH with the
+//! total, and the winners asked for on a new connection per attempt. A lost,
+//! reset or refused connection, or an OUT_OF_ORDER, is opened again after a
+//! growing pause (`retry`) and resumed from WELCOME: a batch sent twice is
+//! stored once by the server.
 //!
-//! A server at its connection limit answers ERROR BUSY and closes before it
-//! reads anything, so nothing sent on that connection was stored: the agency
-//! connects again and sends its file from the start, after a growing pause
-//! (`retry`).
+//! The client gives up after `CLI_TIMEOUT_S` without progress: while sending,
+//! progress is a WELCOME or an ack; while waiting for the draw, only the winners.
 
 use crate::agency_file::AgencyFile;
 use crate::batching::{AckWindow, Batch, Batcher};
@@ -20,19 +22,21 @@ use crate::calendar::Date;
 use crate::config::ClientConfig;
 use crate::connection::{self, Connection, ConnectionError};
 use crate::locks::lock;
-use crate::protocol::{self, ErrorCode, Reply, Request};
+use crate::protocol::{self, AgencyStatus, ErrorCode, Reply, Request};
 use crate::retry::{self, Backoff, WaitReport};
 use crate::shutdown::Shutdown;
 use log::{debug, info, warn};
 use std::fmt;
 use std::io;
-use std::net::{Shutdown as SocketShutdown, TcpStream};
+use std::net::{Shutdown as SocketShutdown, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest single sleep while waiting, so a stop request is noticed promptly.
 const SLEEP_SLICE_MS: u64 = 50;
+/// Longest wait for one connection attempt to be accepted.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the agency could not complete its run.
 #[derive(Debug)]
@@ -62,10 +66,14 @@ pub enum ClientError {
     },
     /// The server answered with a message that does not fit the exchange.
     UnexpectedReply { during: &'static str, reply: String },
+    /// The server claims more of this agency's bets than its file has.
+    ServerAhead { stored: u64, total: u64 },
+    /// No progress (a WELCOME, an ack) within the timeout; `last` is the last error.
+    NoProgress { waited: Duration, last: String },
     /// The draw did not happen within the timeout.
     DrawTimeout { waited: Duration },
-    /// The stop was requested (SIGTERM or SIGINT).
-    Interrupted,
+    /// The stop was requested before the winners arrived.
+    Interrupted { acked: u64, read: u64 },
 }
 
 impl fmt::Display for ClientError {
@@ -107,12 +115,26 @@ impl fmt::Display for ClientError {
             ClientError::UnexpectedReply { during, reply } => {
                 write!(f, "unexpected reply while {during}: {reply}")
             }
+            ClientError::ServerAhead { stored, total } => write!(
+                f,
+                "the server says it holds {stored} bets of this agency, but its file has only \
+                 {total} valid rows; is CLI_DATA_FILE the file this agency sent, and CLI_ID its number?"
+            ),
+            ClientError::NoProgress { waited, last } => write!(
+                f,
+                "no progress for {} s (CLI_TIMEOUT_S); the last error: {last}",
+                waited.as_secs()
+            ),
             ClientError::DrawTimeout { waited } => write!(
                 f,
                 "the draw did not happen within {} s (CLI_TIMEOUT_S); have all agencies finished?",
                 waited.as_secs()
             ),
-            ClientError::Interrupted => write!(f, "stopped by a signal"),
+            ClientError::Interrupted { acked, read } => write!(
+                f,
+                "stopped before the winners arrived, with {acked} bets acknowledged of {read} read; \
+                 run the client again to go on (nothing is sent twice)"
+            ),
         }
     }
 }
@@ -121,7 +143,8 @@ impl std::error::Error for ClientError {}
 
 impl ClientError {
     /// The process exit status for this error: 2 when the agency cannot even
-    /// start (its file), 1 for anything that went wrong in the exchange.
+    /// start (its file), 1 for anything that went wrong in the exchange. (A
+    /// stop request is the binary's to map: it knows the signal.)
     pub fn exit_status(&self) -> u8 {
         match self {
             ClientError::DataFile { .. } => 2,
@@ -129,32 +152,32 @@ impl ClientError {
         }
     }
 
-    /// Whether the server refused the connection for being at its limit.
-    fn is_busy(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Refused {
-                code: ErrorCode::Busy,
-                ..
-            }
-        )
-    }
-
-    /// Whether a query that failed this way may simply be asked again: the
-    /// connection was lost or refused as BUSY.
-    fn worth_asking_again(&self) -> bool {
-        self.is_busy()
-            || matches!(
-                self,
-                ClientError::Connection { .. } | ClientError::ServerClosed { .. }
-            )
+    /// Whether this failure is worth another connection: the server may be
+    /// restarting, busy, or the connection was lost; or it asks to resume from
+    /// WELCOME. Nothing of what was stored is lost either way.
+    fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Connect { .. }
+            | ClientError::Connection { .. }
+            | ClientError::ServerClosed { .. } => true,
+            ClientError::Refused { code, .. } => matches!(
+                code,
+                ErrorCode::Busy
+                    | ErrorCode::ShuttingDown
+                    | ErrorCode::Storage
+                    | ErrorCode::OutOfOrder
+                    | ErrorCode::AgencyFinished
+                    | ErrorCode::CountMismatch
+            ),
+            _ => false,
+        }
     }
 }
 
 /// What a completed run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// Bets the server acknowledged.
+    /// This agency's bets the server holds (from this run or earlier ones).
     pub bets_sent: u64,
     /// Rows refused by validation and not sent.
     pub invalid_rows: u64,
@@ -166,18 +189,61 @@ pub struct Summary {
 /// end a blocked read.
 type CurrentSocket = Arc<Mutex<Option<TcpStream>>>;
 
+/// When the client gives up: `timeout` after the last progress.
+struct Deadline {
+    timeout: Duration,
+    last_progress: Instant,
+}
+
+impl Deadline {
+    fn new(timeout: Duration) -> Deadline {
+        Deadline {
+            timeout,
+            last_progress: Instant::now(),
+        }
+    }
+
+    fn progress(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
+    fn at(&self) -> Instant {
+        self.last_progress + self.timeout
+    }
+
+    fn expired(&self) -> bool {
+        Instant::now() >= self.at()
+    }
+}
+
+/// What a WELCOME said.
+struct Welcome {
+    stored: u64,
+    status: AgencyStatus,
+}
+
 /// One agency's run against the server.
 pub struct Agency {
     config: ClientConfig,
     shutdown: Shutdown,
     current: CurrentSocket,
     backoff: Backoff,
-    /// Bytes written to the server so far, for the summary line (those of
-    /// connections refused BUSY included).
+    /// Reports failed connection attempts in a row every few seconds.
+    connecting: Option<WaitReport>,
+    /// The date every row is judged against: one for the whole run, so the
+    /// agency's numbering of its valid rows never changes.
+    today: Date,
+    /// The agency's valid rows, once a pass has read its file to the end.
+    total: Option<u64>,
+    invalid_rows: u64,
+    /// Invalid rows are logged once: lines up to this one have been.
+    logged_through_line: u64,
+    /// Bets the server holds, as last known.
+    acked: u64,
+    /// Valid rows read so far, for the stop's summary.
+    read: u64,
+    /// Bytes written to the server so far.
     bytes_sent: u64,
-    /// Replies other than ERROR read on the connection in use: a BUSY is only a
-    /// refusal of the whole connection (safe to send again) while this is 0.
-    answers_on_connection: u64,
 }
 
 impl Agency {
@@ -195,34 +261,41 @@ impl Agency {
             config,
             shutdown,
             current,
+            connecting: None,
+            today: Date::today_utc(),
+            total: None,
+            invalid_rows: 0,
+            logged_through_line: 0,
+            acked: 0,
+            read: 0,
             bytes_sent: 0,
-            answers_on_connection: 0,
         }
     }
 
-    /// Sends every valid bet, FINISH, and waits for the winners.
+    /// Sends every valid bet not yet stored, FINISH, and waits for the winners.
     pub fn run(mut self) -> Result<Summary, ClientError> {
-        let (bets_sent, invalid_rows) = self.send_file()?;
-        let winners = self.ask_for_winners()?;
+        // Opened once before anything else: a missing file is a start-up error.
+        self.open_data_file()?;
+        let winners = loop {
+            self.send_bets()?;
+            match self.ask_for_winners()? {
+                Some(winners) => break winners,
+                // The server does not hold this agency's FINISH (its records
+                // were lost): send it again.
+                None => continue,
+            }
+        };
         info!(
             "action: consulta_ganadores | result: success | cant_ganadores: {}",
             winners.len()
         );
         Ok(Summary {
-            bets_sent,
-            invalid_rows,
+            bets_sent: self.acked,
+            invalid_rows: self.invalid_rows,
             winners,
         })
     }
 
-    fn data_file_error(&self, reason: impl fmt::Display) -> ClientError {
-        ClientError::ReadingDataFile {
-            path: self.config.data_file.clone(),
-            reason: reason.to_string(),
-        }
-    }
-
-    /// Opens the agency file; failing to is a start-up error.
     fn open_data_file(&self) -> Result<AgencyFile, ClientError> {
         AgencyFile::open(&self.config.data_file).map_err(|e| ClientError::DataFile {
             path: self.config.data_file.clone(),
@@ -230,91 +303,149 @@ impl Agency {
         })
     }
 
-    /// Sends the agency file's bets and FINISH on one connection. A connection
-    /// the server refuses with BUSY is tried again, from the start of the file,
-    /// until the timeout.
-    fn send_file(&mut self) -> Result<(u64, u64), ClientError> {
-        let deadline = Instant::now() + self.config.timeout;
+    fn reading_error(&self, reason: impl fmt::Display) -> ClientError {
+        ClientError::ReadingDataFile {
+            path: self.config.data_file.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn interrupted(&self) -> ClientError {
+        ClientError::Interrupted {
+            acked: self.acked,
+            read: self.read.max(self.acked),
+        }
+    }
+
+    fn check_stop(&self) -> Result<(), ClientError> {
+        if self.shutdown.is_triggered() {
+            return Err(self.interrupted());
+        }
+        Ok(())
+    }
+
+    /// The bets phase: connections until the server holds every valid bet and
+    /// this agency's FINISH, or the timeout passes without progress.
+    fn send_bets(&mut self) -> Result<(), ClientError> {
+        let mut deadline = Deadline::new(self.config.timeout);
         loop {
-            let mut reader = self.open_data_file()?;
-            let mut conn = self.connect(deadline)?;
-            let attempt = self.send_bets(&mut reader, &mut conn).and_then(|sent| {
-                let (bets_sent, invalid_rows) = sent;
-                info!(
-                    "action: apuestas_enviadas | result: success | cantidad: {bets_sent} | invalidas: {invalid_rows} | bytes: {}",
-                    self.bytes_sent
-                );
-                self.finish(&mut conn)?;
-                Ok(sent)
-            });
-            let refused_whole = self.answers_on_connection == 0;
-            drop(conn);
+            self.check_stop()?;
+            let attempt = self.bets_session(&mut deadline);
             self.forget_stream();
             match attempt {
-                Err(e) if e.is_busy() && refused_whole && Instant::now() < deadline => {
-                    let pause = self.backoff.after_refusal();
-                    warn!(
-                        "action: conectar | result: in_progress | error: {e}; sending the file again in {} ms",
-                        pause.as_millis()
-                    );
-                    self.sleep(pause.min(deadline - Instant::now()))?;
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() => {
+                    self.pause_after(&e, "sending the bets", &deadline)?
                 }
-                attempt => return attempt,
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// Connects, retrying every retry interval until `deadline`.
-    fn connect(&mut self, deadline: Instant) -> Result<Connection, ClientError> {
-        let started = Instant::now();
-        let mut report = WaitReport::start();
-        loop {
-            if self.shutdown.is_triggered() {
-                return Err(ClientError::Interrupted);
-            }
-            let error = match self.open_connection() {
-                Ok(conn) => return Ok(conn),
-                Err(e) => e,
-            };
-            if Instant::now() >= deadline {
-                return Err(ClientError::Connect {
-                    address: self.config.server_address.clone(),
-                    waited: started.elapsed(),
-                    reason: error.to_string(),
-                });
-            }
-            match report.due() {
-                Some(waited) => info!(
-                    "action: conectar | result: in_progress | address: {} | esperando_s: {} | error: {error}",
-                    self.config.server_address,
-                    waited.as_secs()
-                ),
-                None => debug!(
-                    "action: conectar | result: in_progress | address: {} | error: {error}",
-                    self.config.server_address
-                ),
-            }
-            self.sleep(self.backoff.interval().min(deadline - Instant::now()))?;
+    /// One connection of the bets phase: HELLO, the bets not yet stored, FINISH.
+    fn bets_session(&mut self, deadline: &mut Deadline) -> Result<(), ClientError> {
+        let mut conn = self.connect()?;
+        let welcome = self.hello(&mut conn, deadline.at())?;
+        deadline.progress();
+        self.backoff.reset();
+        self.acked = welcome.stored;
+        if welcome.status != AgencyStatus::Sending {
+            debug!(
+                "action: reanudar | result: success | almacenadas: {} | detail: FINISH already recorded",
+                welcome.stored
+            );
+            return Ok(());
         }
+        if welcome.stored > 0 {
+            info!(
+                "action: reanudar | result: success | almacenadas: {}",
+                welcome.stored
+            );
+        }
+        let total = self.stream_bets(&mut conn, welcome.stored, deadline)?;
+        info!(
+            "action: apuestas_enviadas | result: success | cantidad: {total} | invalidas: {} | bytes: {}",
+            self.invalid_rows, self.bytes_sent
+        );
+        self.finish(&mut conn, total, deadline)?;
+        deadline.progress();
+        Ok(())
+    }
+
+    /// The pause before the next connection after `error`, logged; gives up
+    /// when the deadline has passed.
+    fn pause_after(
+        &mut self,
+        error: &ClientError,
+        during: &str,
+        deadline: &Deadline,
+    ) -> Result<(), ClientError> {
+        let waited = deadline.last_progress.elapsed();
+        if deadline.expired() {
+            return Err(match error {
+                ClientError::Connect {
+                    address, reason, ..
+                } => ClientError::Connect {
+                    address: address.clone(),
+                    waited,
+                    reason: reason.clone(),
+                },
+                other => ClientError::NoProgress {
+                    waited,
+                    last: other.to_string(),
+                },
+            });
+        }
+        let pause = self.backoff.after_refusal();
+        match error {
+            // Nothing listening yet: reported every few seconds, not every try.
+            ClientError::Connect { .. } => {}
+            _ => warn!(
+                "action: conectar | result: in_progress | error: {error} | detail: {during}: connecting again in {} ms",
+                pause.as_millis()
+            ),
+        }
+        self.sleep(pause.min(deadline.at().saturating_duration_since(Instant::now())))
     }
 
     /// One connection attempt, registered so that a stop request can shut it.
-    fn open_connection(&mut self) -> io::Result<Connection> {
-        let stream = TcpStream::connect(self.config.server_address.as_str())?;
-        let registered = stream.try_clone()?;
-        let conn = Connection::new(
-            stream,
-            connection::CLIENT_READ_BUFFER_LEN,
-            self.config.timeout,
-        )?;
-        *lock(&self.current) = Some(registered);
-        self.answers_on_connection = 0;
+    fn connect(&mut self) -> Result<Connection, ClientError> {
+        self.check_stop()?;
+        let report = self.connecting.get_or_insert_with(WaitReport::start);
+        let attempt = open_stream(&self.config.server_address);
+        let stream = match attempt {
+            Ok(stream) => stream,
+            Err(error) => {
+                if let Some(waited) = report.due() {
+                    info!(
+                        "action: conectar | result: in_progress | address: {} | esperando_s: {} | error: {error}",
+                        self.config.server_address,
+                        waited.as_secs()
+                    );
+                }
+                return Err(ClientError::Connect {
+                    address: self.config.server_address.clone(),
+                    waited: Duration::ZERO,
+                    reason: error.to_string(),
+                });
+            }
+        };
+        self.connecting = None;
+        let conn = stream.try_clone().and_then(|registered| {
+            *lock(&self.current) = Some(registered);
+            Connection::new(
+                stream,
+                connection::CLIENT_READ_BUFFER_LEN,
+                self.config.timeout,
+            )
+        });
         // A stop requested just before the socket was registered: its waker
-        // found nothing to shut, so shut it here.
-        if self.shutdown.is_triggered() {
-            self.forget_stream();
-        }
-        Ok(conn)
+        // found nothing to shut.
+        self.check_stop()?;
+        conn.map_err(|e| ClientError::Connection {
+            during: "connecting",
+            reason: e.to_string(),
+        })
     }
 
     fn forget_stream(&self) {
@@ -323,13 +454,11 @@ impl Agency {
         }
     }
 
-    /// Sleeps in short slices, ending early with `Interrupted` on a stop request.
+    /// Sleeps in short slices, ending early on a stop request.
     fn sleep(&self, total: Duration) -> Result<(), ClientError> {
         let end = Instant::now() + total;
         loop {
-            if self.shutdown.is_triggered() {
-                return Err(ClientError::Interrupted);
-            }
+            self.check_stop()?;
             let now = Instant::now();
             if now >= end {
                 return Ok(());
@@ -341,34 +470,27 @@ impl Agency {
     /// Maps a failed read or write: a stop request explains it first.
     fn connection_error(&self, during: &'static str, source: ConnectionError) -> ClientError {
         if self.shutdown.is_triggered() {
-            ClientError::Interrupted
-        } else {
-            ClientError::Connection {
-                during,
-                reason: source.to_string(),
-            }
+            return self.interrupted();
+        }
+        ClientError::Connection {
+            during,
+            reason: source.to_string(),
         }
     }
 
+    /// Reads the next reply by `until`: an ERROR becomes `Refused`.
     fn read_reply(
-        &mut self,
+        &self,
         conn: &mut Connection,
+        until: Instant,
         during: &'static str,
     ) -> Result<Reply, ClientError> {
-        match conn.read_reply() {
-            Ok(Some(reply)) => self.answer(reply, during),
-            Ok(None) if self.shutdown.is_triggered() => Err(ClientError::Interrupted),
+        match conn.read_reply(until) {
+            Ok(Some(reply)) => refusal_as_error(reply, during),
+            Ok(None) if self.shutdown.is_triggered() => Err(self.interrupted()),
             Ok(None) => Err(ClientError::ServerClosed { during }),
             Err(e) => Err(self.connection_error(during, e)),
         }
-    }
-
-    /// A reply read on the connection in use: an ERROR becomes `Refused`, any
-    /// other reply is counted as an answer.
-    fn answer(&mut self, reply: Reply, during: &'static str) -> Result<Reply, ClientError> {
-        let reply = refusal_as_error(reply, during)?;
-        self.answers_on_connection += 1;
-        Ok(reply)
     }
 
     /// Queues a message; it goes out with the next `flush`.
@@ -388,9 +510,10 @@ impl Agency {
             error.kind(),
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
         );
+        let soon = Instant::now() + Duration::from_secs(1);
         if closed_by_peer
             && !self.shutdown.is_triggered()
-            && let Ok(Some(reply @ Reply::Error { .. })) = conn.read_reply()
+            && let Ok(Some(reply @ Reply::Error { .. })) = conn.read_reply(soon)
         {
             return refusal_as_error(reply, during).map(|_| ());
         }
@@ -400,61 +523,121 @@ impl Agency {
     fn send(
         &mut self,
         conn: &mut Connection,
-        bytes: &[u8],
+        request: &Request,
         during: &'static str,
     ) -> Result<(), ClientError> {
-        self.queue(conn, bytes);
+        let bytes = request.encode().map_err(|e| ClientError::UnexpectedReply {
+            during,
+            reply: e.to_string(),
+        })?;
+        self.queue(conn, &bytes);
         self.flush(conn, during)
     }
 
-    /// Streams the file into batches; returns (bets acknowledged, rows refused).
-    fn send_bets(
+    /// HELLO and its WELCOME.
+    fn hello(&mut self, conn: &mut Connection, until: Instant) -> Result<Welcome, ClientError> {
+        const DURING: &str = "saying HELLO";
+        let hello = Request::Hello {
+            agency: self.config.id,
+            token: self.config.token.clone().into_bytes(),
+        };
+        self.send(conn, &hello, DURING)?;
+        match self.read_reply(conn, until, DURING)? {
+            Reply::Welcome { stored, status } => {
+                let stored = u64::from(stored);
+                if let Some(total) = self.total
+                    && stored > total
+                {
+                    return Err(ClientError::ServerAhead { stored, total });
+                }
+                Ok(Welcome { stored, status })
+            }
+            other => Err(ClientError::UnexpectedReply {
+                during: DURING,
+                reply: format!("{other:?} (expected WELCOME)"),
+            }),
+        }
+    }
+
+    /// Reads the agency file from the start: skips its first `from` valid bets
+    /// (the server holds them) and sends the rest, waiting for every ack.
+    /// Returns the number of valid bets in the file.
+    fn stream_bets(
         &mut self,
-        reader: &mut AgencyFile,
         conn: &mut Connection,
-    ) -> Result<(u64, u64), ClientError> {
-        let today = Date::today_utc();
+        from: u64,
+        deadline: &mut Deadline,
+    ) -> Result<u64, ClientError> {
+        let mut reader = self.open_data_file()?;
         let max_count = self
             .config
             .batch_max_amount
             .unwrap_or(usize::from(u16::MAX));
-        let mut batcher = Batcher::new(max_count, 0);
+        let mut batcher = Batcher::new(max_count, from);
         let mut window = AckWindow::new(self.config.batches_in_flight);
-        let mut invalid = 0u64;
+        let (mut valid, mut invalid) = (0u64, 0u64);
         loop {
-            if self.shutdown.is_triggered() {
-                return Err(ClientError::Interrupted);
-            }
-            let row = reader.next_row().map_err(|e| self.data_file_error(e))?;
+            self.check_stop()?;
+            let row = reader.next_row().map_err(|e| self.reading_error(e))?;
             let Some(row) = row else {
                 break;
             };
-            let line = row.line;
+            let (line, lines) = (row.line, row.lines);
             let problem = match row.content {
-                Ok(fields) => match BetRef::from_agency_row(&fields, today) {
-                    Ok(bet) => match batcher.push(&bet) {
-                        Ok(Some(batch)) => {
-                            self.send_batch(conn, batch, &mut window)?;
+                Ok(fields) => match BetRef::from_agency_row(&fields, self.today) {
+                    Ok(bet) => {
+                        valid += 1;
+                        self.read = self.read.max(valid);
+                        if valid <= from {
                             continue;
                         }
-                        Ok(None) => continue,
-                        Err(e) => e.to_string(),
-                    },
+                        match batcher.push(&bet) {
+                            Ok(Some(batch)) => {
+                                self.send_batch(conn, batch, &mut window, deadline)?;
+                                continue;
+                            }
+                            Ok(None) => continue,
+                            Err(e) => {
+                                // Validated bets always fit; were one not to, it is skipped.
+                                valid -= 1;
+                                e.to_string()
+                            }
+                        }
+                    }
                     Err(e) => e.to_string(),
                 },
                 Err(e) => e.to_string(),
             };
-            warn!("action: apuesta_invalida | result: fail | linea: {line} | error: {problem}");
-            invalid += 1;
+            invalid += lines;
+            if line > self.logged_through_line {
+                if lines > 1 {
+                    warn!(
+                        "action: apuesta_invalida | result: fail | linea: {line} | lineas: {lines} | error: {problem}"
+                    );
+                } else {
+                    warn!(
+                        "action: apuesta_invalida | result: fail | linea: {line} | error: {problem}"
+                    );
+                }
+            }
+            self.logged_through_line = self.logged_through_line.max(line + lines - 1);
         }
+        if valid < from {
+            return Err(ClientError::ServerAhead {
+                stored: from,
+                total: valid,
+            });
+        }
+        self.total = Some(valid);
+        self.invalid_rows = invalid;
         if let Some(batch) = batcher.take() {
-            self.send_batch(conn, batch, &mut window)?;
+            self.send_batch(conn, batch, &mut window, deadline)?;
         }
         self.flush(conn, SENDING_BATCHES)?;
         while !window.is_empty() {
-            self.take_ack(conn, &mut window, true)?;
+            self.take_ack(conn, &mut window, true, deadline)?;
         }
-        Ok((window.acked(), invalid))
+        Ok(valid)
     }
 
     /// Queues a batch. When the window is full, first sends everything queued in
@@ -466,21 +649,27 @@ impl Agency {
         conn: &mut Connection,
         batch: Batch,
         window: &mut AckWindow,
+        deadline: &mut Deadline,
     ) -> Result<(), ClientError> {
         if window.is_full() {
             self.flush(conn, SENDING_BATCHES)?;
-            self.take_ack(conn, window, true)?;
-            while !window.is_empty() && self.take_ack(conn, window, false)? {}
+            self.take_ack(conn, window, true, deadline)?;
+            while !window.is_empty() && self.take_ack(conn, window, false, deadline)? {}
         }
-        let message = protocol::encode_bets_message(self.config.id, batch.count, &batch.body)
-            .map_err(|e| ClientError::UnexpectedReply {
-                during: "packing a batch",
-                reply: e.to_string(),
-            })?;
+        let first = u32::try_from(batch.first).map_err(|_| ClientError::UnexpectedReply {
+            during: "packing a batch",
+            reply: "over 4,294,967,295 bets: more than the protocol numbers".to_string(),
+        })?;
+        let message =
+            protocol::encode_bets_message(self.config.id, first, batch.count, &batch.body)
+                .map_err(|e| ClientError::UnexpectedReply {
+                    during: "packing a batch",
+                    reply: e.to_string(),
+                })?;
         self.queue(conn, &message);
         debug!(
-            "action: apuesta_enviada | result: in_progress | cantidad: {}",
-            batch.count
+            "action: apuesta_enviada | result: in_progress | primera: {} | cantidad: {}",
+            batch.first, batch.count
         );
         window.sent(&batch);
         Ok(())
@@ -493,13 +682,14 @@ impl Agency {
         conn: &mut Connection,
         window: &mut AckWindow,
         wait: bool,
+        deadline: &mut Deadline,
     ) -> Result<bool, ClientError> {
         const DURING: &str = "waiting for a batch's ack";
         let reply = if wait {
-            self.read_reply(conn, DURING)?
+            self.read_reply(conn, deadline.at(), DURING)?
         } else {
             match conn.next_buffered_reply() {
-                Ok(Some(reply)) => self.answer(reply, DURING)?,
+                Ok(Some(reply)) => refusal_as_error(reply, DURING)?,
                 Ok(None) => return Ok(false),
                 Err(e) => return Err(self.connection_error(DURING, e.into())),
             }
@@ -516,24 +706,25 @@ impl Agency {
                 during: DURING,
                 reply: e.to_string(),
             })?;
+        self.acked += u64::from(count);
+        deadline.progress();
         debug!("action: apuesta_enviada | result: success | cantidad: {count}");
         Ok(true)
     }
 
-    fn finish(&mut self, conn: &mut Connection) -> Result<(), ClientError> {
+    fn finish(
+        &mut self,
+        conn: &mut Connection,
+        total: u64,
+        deadline: &Deadline,
+    ) -> Result<(), ClientError> {
         const DURING: &str = "sending FINISH";
         let agency = self.config.id;
-        let bytes =
-            Request::Finish { agency }
-                .encode()
-                .map_err(|e| ClientError::UnexpectedReply {
-                    during: DURING,
-                    reply: e.to_string(),
-                })?;
-        self.send(conn, &bytes, DURING)?;
-        match self.read_reply(conn, DURING)? {
+        let total = u32::try_from(total).unwrap_or(u32::MAX);
+        self.send(conn, &Request::Finish { agency, total }, DURING)?;
+        match self.read_reply(conn, deadline.at(), DURING)? {
             Reply::FinishAck { agency: acked } if acked == agency => {
-                info!("action: finalizar | result: success | agencia: {agency}");
+                info!("action: finalizar | result: success | agencia: {agency} | total: {total}");
                 Ok(())
             }
             other => Err(ClientError::UnexpectedReply {
@@ -543,30 +734,41 @@ impl Agency {
         }
     }
 
-    /// Asks for the winners on a new connection per attempt until the draw has
-    /// happened; NO_WINNERS means ask again after the retry interval.
-    fn ask_for_winners(&mut self) -> Result<Vec<String>, ClientError> {
-        const DURING: &str = "asking for the winners";
-        let started = Instant::now();
-        let deadline = started + self.config.timeout;
-        let request = Request::GetWinners {
-            agency: self.config.id,
+    /// The agency's valid rows, read from its file if no pass has yet.
+    fn total(&mut self) -> Result<u64, ClientError> {
+        if let Some(total) = self.total {
+            return Ok(total);
         }
-        .encode()
-        .map_err(|e| ClientError::UnexpectedReply {
-            during: DURING,
-            reply: e.to_string(),
-        })?;
-        self.backoff.reset();
+        let mut reader = self.open_data_file()?;
+        let mut valid = 0;
+        while let Some(row) = reader.next_row().map_err(|e| self.reading_error(e))? {
+            self.check_stop()?;
+            if let Ok(fields) = row.content
+                && BetRef::from_agency_row(&fields, self.today).is_ok()
+            {
+                valid += 1;
+            }
+        }
+        self.total = Some(valid);
+        Ok(valid)
+    }
+
+    /// Asks for the winners on a new connection per attempt until the draw has
+    /// happened; NO_WINNERS means ask again after the retry interval. `None`
+    /// when the server does not hold this agency's FINISH.
+    fn ask_for_winners(&mut self) -> Result<Option<Vec<String>>, ClientError> {
+        let total = self.total()?;
+        let deadline = Deadline::new(self.config.timeout);
         let mut report = WaitReport::start();
+        self.backoff.reset();
         loop {
-            let mut conn = self.connect(deadline)?;
-            let answer = self.winners_attempt(&mut conn, &request);
-            drop(conn);
+            self.check_stop()?;
+            let attempt = self.winners_session(total, &deadline);
             self.forget_stream();
-            let pause = match answer {
-                Ok(Some(parts)) => return Ok(split_documents(&parts)),
-                Ok(None) => {
+            match attempt {
+                Ok(WinnersAnswer::Winners(winners)) => return Ok(Some(winners)),
+                Ok(WinnersAnswer::NotFinished) => return Ok(None),
+                Ok(WinnersAnswer::NotYet) => {
                     match report.due() {
                         Some(waited) => info!(
                             "action: consulta_ganadores | result: in_progress | esperando_s: {} | detail: waiting for the draw, which needs every agency to finish",
@@ -577,50 +779,58 @@ impl Agency {
                         ),
                     }
                     self.backoff.reset();
-                    self.backoff.interval()
+                    if deadline.expired() {
+                        return Err(ClientError::DrawTimeout {
+                            waited: deadline.last_progress.elapsed(),
+                        });
+                    }
+                    self.sleep(self.backoff.interval())?;
                 }
-                // A query stores nothing, so a connection lost during one (say, reset
-                // by an overloaded server) or refused as BUSY is simply asked again,
-                // until the deadline.
-                Err(e) if e.worth_asking_again() && Instant::now() < deadline => {
-                    let pause = if e.is_busy() {
-                        self.backoff.after_refusal()
-                    } else {
-                        self.backoff.interval()
-                    };
-                    warn!(
-                        "action: consulta_ganadores | result: in_progress | error: {e}; asking again in {} ms",
-                        pause.as_millis()
-                    );
-                    pause
+                Err(e) if e.is_transient() => {
+                    if deadline.expired() {
+                        return Err(ClientError::DrawTimeout {
+                            waited: deadline.last_progress.elapsed(),
+                        });
+                    }
+                    self.pause_after(&e, "asking for the winners", &deadline)?;
                 }
                 Err(e) => return Err(e),
-            };
-            if Instant::now() >= deadline {
-                return Err(ClientError::DrawTimeout {
-                    waited: started.elapsed(),
-                });
             }
-            self.sleep(pause.min(deadline - Instant::now()))?;
         }
     }
 
-    /// One GET_WINNERS on `conn`: `Ok(None)` for NO_WINNERS, else the payloads.
-    fn winners_attempt(
+    /// One connection of the winners phase: HELLO, then one GET_WINNERS.
+    fn winners_session(
         &mut self,
-        conn: &mut Connection,
-        request: &[u8],
-    ) -> Result<Option<Vec<String>>, ClientError> {
+        total: u64,
+        deadline: &Deadline,
+    ) -> Result<WinnersAnswer, ClientError> {
         const DURING: &str = "asking for the winners";
-        self.send(conn, request, DURING)?;
+        let mut conn = self.connect()?;
+        let welcome = self.hello(&mut conn, deadline.at())?;
+        if welcome.stored > total {
+            return Err(ClientError::ServerAhead {
+                stored: welcome.stored,
+                total,
+            });
+        }
+        self.acked = welcome.stored;
+        if welcome.status == AgencyStatus::Sending {
+            return Ok(WinnersAnswer::NotFinished);
+        }
+        let request = Request::GetWinners {
+            agency: self.config.id,
+        };
+        self.send(&mut conn, &request, DURING)?;
         let mut parts: Vec<String> = Vec::new();
         loop {
-            match self.read_reply(conn, DURING)? {
-                Reply::NoWinners if parts.is_empty() => return Ok(None),
+            // The whole answer must come by the deadline, however it trickles in.
+            match self.read_reply(&mut conn, deadline.at(), DURING)? {
+                Reply::NoWinners if parts.is_empty() => return Ok(WinnersAnswer::NotYet),
                 Reply::WinnersPart { documents } => parts.push(documents),
                 Reply::Winners { documents } => {
                     parts.push(documents);
-                    return Ok(Some(parts));
+                    return Ok(WinnersAnswer::Winners(split_documents(&parts)));
                 }
                 other => {
                     return Err(ClientError::UnexpectedReply {
@@ -633,8 +843,29 @@ impl Agency {
     }
 }
 
+/// How one winners attempt ended.
+enum WinnersAnswer {
+    Winners(Vec<String>),
+    /// The draw has not happened yet.
+    NotYet,
+    /// The server does not hold this agency's FINISH.
+    NotFinished,
+}
+
 /// What the client is doing while batches go out, for error messages.
 const SENDING_BATCHES: &str = "sending a batch";
+
+/// A TCP connection to `address` (`host:port`), trying each of its addresses.
+fn open_stream(address: &str) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the address resolves to nothing");
+    for candidate in address.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
 
 /// An ERROR reply as the client's error; any other reply as it is.
 fn refusal_as_error(reply: Reply, during: &'static str) -> Result<Reply, ClientError> {
@@ -669,5 +900,15 @@ mod tests {
             split_documents(&["1,2".into(), "3".into()]),
             vec!["1".to_string(), "2".into(), "3".into()]
         );
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_last_progress() {
+        let mut deadline = Deadline::new(Duration::from_secs(3600));
+        assert!(!deadline.expired());
+        let before = deadline.at();
+        deadline.progress();
+        assert!(deadline.at() >= before);
+        assert!(Deadline::new(Duration::ZERO).expired());
     }
 }

@@ -289,6 +289,8 @@ pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 64;
 pub struct ClientConfig {
     /// The agency number, 1 or more.
     pub id: u32,
+    /// Sent in HELLO: the agency's token (empty when the server needs none).
+    pub token: String,
     pub server_address: String,
     pub data_file: PathBuf,
     /// Most bets per batch; `None` packs as many as fit in 8192 bytes.
@@ -333,6 +335,7 @@ bet was invalid or the server refused or failed, 2 for a configuration error.";
             })?;
         Ok(ClientConfig {
             id,
+            token: String::new(),
             server_address: read(
                 env,
                 "CLI_SERVER_ADDRESS",

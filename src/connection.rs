@@ -30,8 +30,8 @@ pub(crate) enum ConnectionError {
     Protocol(ProtocolError),
     /// The peer closed the stream in the middle of a message.
     ClosedMidMessage { buffered: usize },
-    /// No complete message arrived within the idle timeout.
-    IdleTimeout { waited: Duration },
+    /// No complete message arrived by the deadline.
+    TimedOut { waited: Duration },
     /// The socket failed.
     Io(io::Error),
 }
@@ -45,7 +45,7 @@ impl fmt::Display for ConnectionError {
                 "the peer closed the connection in the middle of a message \
                  ({buffered} bytes of it discarded)"
             ),
-            ConnectionError::IdleTimeout { waited } => {
+            ConnectionError::TimedOut { waited } => {
                 write!(f, "no complete message within {} ms", waited.as_millis())
             }
             ConnectionError::Io(e) => write!(f, "socket error: {e}"),
@@ -135,6 +135,11 @@ impl Connection {
         Ok(())
     }
 
+    /// How long the peer may go without completing a message.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     /// Bytes received that do not yet make a whole message.
     pub fn buffered(&self) -> usize {
         self.incoming.len()
@@ -165,21 +170,26 @@ impl Connection {
         self.next_buffered(protocol::decode_reply)
     }
 
-    /// Reads more bytes from the socket. With `wait`, blocks until bytes arrive,
-    /// the peer closes, or the idle deadline passes; without, takes only what is
-    /// already there. A close with part of a message buffered is an error.
-    pub fn fill(&mut self, wait: bool) -> Result<Fill, ConnectionError> {
-        self.set_nonblocking(!wait)?;
+    /// When the idle deadline passes: the idle timeout after the last complete
+    /// message (or after the connection was made).
+    pub fn idle_deadline(&self) -> Instant {
+        self.last_message_at + self.idle_timeout
+    }
+
+    /// Reads more bytes from the socket. With `until`, blocks until bytes
+    /// arrive, the peer closes, or that instant passes; without, takes only what
+    /// is already there. A close with part of a message buffered is an error.
+    pub fn fill(&mut self, until: Option<Instant>) -> Result<Fill, ConnectionError> {
+        self.set_nonblocking(until.is_none())?;
+        let started = Instant::now();
         loop {
-            if wait {
-                let waited = self.last_message_at.elapsed();
-                let Some(left) = self
-                    .idle_timeout
-                    .checked_sub(waited)
-                    .filter(|d| !d.is_zero())
-                else {
-                    return Err(ConnectionError::IdleTimeout { waited });
-                };
+            if let Some(until) = until {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ConnectionError::TimedOut {
+                        waited: started.elapsed(),
+                    });
+                }
                 self.set_read_timeout(left)?;
             }
             let stream = &mut self.stream;
@@ -202,17 +212,16 @@ impl Connection {
                 Ok(Refill::Read(0)) => return Ok(Fill::Closed),
                 Ok(Refill::Read(_)) => return Ok(Fill::Data),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if !wait && e.kind() == io::ErrorKind::WouldBlock => {
+                Err(e) if until.is_none() && e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok(Fill::Nothing);
                 }
                 // A read timeout shows as WouldBlock or TimedOut; the loop's
-                // deadline check turns it into IdleTimeout.
+                // deadline check says whether the deadline has passed.
                 Err(e)
-                    if wait
-                        && matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
                 {
                     continue;
                 }
@@ -221,15 +230,15 @@ impl Connection {
         }
     }
 
-    /// Reads the next whole reply, blocking up to the idle timeout. `Ok(None)`
-    /// when the server closed the stream between messages.
-    pub fn read_reply(&mut self) -> Result<Option<Reply>, ConnectionError> {
-        self.last_message_at = Instant::now();
+    /// Reads the next whole reply, blocking until `until` at the latest: the
+    /// deadline is for the whole message, however slowly its bytes come.
+    /// `Ok(None)` when the server closed the stream between messages.
+    pub fn read_reply(&mut self, until: Instant) -> Result<Option<Reply>, ConnectionError> {
         loop {
             if let Some(reply) = self.next_buffered(protocol::decode_reply)? {
                 return Ok(Some(reply));
             }
-            if self.fill(true)? == Fill::Closed {
+            if self.fill(Some(until))? == Fill::Closed {
                 return Ok(None);
             }
         }

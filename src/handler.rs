@@ -12,10 +12,10 @@ use crate::bet::{BetRef, ValidBet};
 use crate::calendar::Date;
 use crate::connection::{Connection, ConnectionError, Fill};
 use crate::draw;
-use crate::lottery::{BatchPermit, BatchRefusal, Lottery, WinnersAnswer};
-use crate::protocol::{self, BetBatch, ErrorCode, ProtocolError, Reply, Request};
+use crate::lottery::{Lottery, WinnersAnswer};
+use crate::protocol::{self, AgencyStatus, BetBatch, ErrorCode, ProtocolError, Reply, Request};
 use crate::shutdown::Shutdown;
-use crate::storage::{Appended, BetStore, StorageError};
+use crate::storage::{Append, Appended, BetStore, Finish, StorageError};
 use log::{debug, error, info, log_enabled, warn};
 use std::collections::VecDeque;
 use std::io;
@@ -26,12 +26,13 @@ use std::time::Duration;
 /// Batches a connection may append before it must stop reading and acknowledge them.
 const MAX_PENDING_BATCHES: usize = 64;
 
-/// A batch appended to the file whose ack waits for the shared `fsync`.
+/// A batch appended to the file (or found there) whose ack waits for the shared `fsync`.
 struct PendingAck {
     appended: Appended,
     agency: u32,
     count: u16,
-    _permit: BatchPermit,
+    /// The batch was stored before: its ack is not logged as a new one.
+    repeated: bool,
 }
 
 /// One answer owed to the peer.
@@ -70,6 +71,7 @@ impl Outbox {
             let reply = match owed {
                 Owed::Reply(reply) => reply,
                 Owed::Ack(ack) => match store.sync(ack.appended) {
+                    Ok(()) if ack.repeated => Reply::BetsAck { count: ack.count },
                     Ok(()) => {
                         info!(
                             "action: apuesta_recibida | result: success | cantidad: {} | agencia: {}",
@@ -130,6 +132,8 @@ pub(crate) struct Handler {
     pub store: Arc<BetStore>,
     pub shutdown: Shutdown,
     pub draw_wait: Duration,
+    /// The agency this connection speaks for, once its HELLO is accepted.
+    session: Option<u32>,
     outbox: Outbox,
 }
 
@@ -149,6 +153,7 @@ impl Handler {
             store,
             shutdown,
             draw_wait,
+            session: None,
             outbox: Outbox::default(),
         }
     }
@@ -222,21 +227,22 @@ impl Handler {
     /// Nothing whole is buffered: take in what is already on the socket while
     /// acks are owed; otherwise send what is owed and block for more.
     fn wait_for_input(&mut self) -> Next {
-        if self.outbox.acks > 0 && matches!(self.conn.fill(false), Ok(Fill::Data)) {
+        if self.outbox.acks > 0 && matches!(self.conn.fill(None), Ok(Fill::Data)) {
             return Ok(());
         }
         self.send_outbox()?;
-        match self.conn.fill(true) {
+        let deadline = self.conn.idle_deadline();
+        match self.conn.fill(Some(deadline)) {
             Ok(Fill::Data | Fill::Nothing) => Ok(()),
             Ok(Fill::Closed) if self.shutdown.is_triggered() => Err(Ending::ShuttingDown),
             Ok(Fill::Closed) => Err(Ending::PeerClosed),
             Err(ConnectionError::Protocol(e)) => Err(self.refuse_message(&e)),
             Err(_) if self.shutdown.is_triggered() => Err(Ending::ShuttingDown),
-            Err(ConnectionError::IdleTimeout { waited }) => {
+            Err(ConnectionError::TimedOut { .. }) => {
                 info!(
                     "action: conexion_inactiva | result: fail | peer: {} | idle_ms: {} | bytes_descartados: {}",
                     self.peer,
-                    waited.as_millis(),
+                    self.conn.idle_timeout().as_millis(),
                     self.conn.buffered()
                 );
                 Err(Ending::Failed)
@@ -251,9 +257,60 @@ impl Handler {
         }
     }
 
-    /// Answers one request.
+    /// Answers one request: the session rules first (HELLO opens it, every
+    /// later message speaks for its agency), then the request itself.
     fn handle(&mut self, request: Request) -> Next {
-        let agency = request.agency();
+        let agency = match (self.session, &request) {
+            (None, Request::Hello { agency, token }) => {
+                let agency = *agency;
+                return self.handle_hello(agency, token);
+            }
+            (None, _) => {
+                return self.refuse_session(
+                    request.agency(),
+                    "the connection must start with HELLO naming its agency",
+                );
+            }
+            (Some(session), Request::Hello { agency, .. }) => {
+                let detail = format!(
+                    "this connection already sent HELLO for agency {session}; open a new \
+                     connection for another HELLO (agency {agency})"
+                );
+                return self.refuse_session(*agency, &detail);
+            }
+            (Some(session), request) if request.agency() != session => {
+                let detail = format!(
+                    "this connection speaks for agency {session}, not for agency {}",
+                    request.agency()
+                );
+                return self.refuse_session(request.agency(), &detail);
+            }
+            (Some(session), _) => session,
+        };
+        match request {
+            Request::Bets { first, batch, .. } => self.handle_bets(agency, first, &batch),
+            Request::Finish { total, .. } => self.handle_finish(agency, total),
+            Request::GetWinners { .. } => self.handle_get_winners(agency),
+            // A HELLO never gets here: the session rules above answer it.
+            Request::Hello { .. } => Ok(()),
+        }
+    }
+
+    /// Refuses a message that breaks the session rules: UNAUTHORIZED, and the
+    /// connection closes.
+    fn refuse_session(&mut self, agency: u32, detail: &str) -> Next {
+        warn!(
+            "action: sesion | result: fail | peer: {} | agencia: {agency} | code: UNAUTHORIZED | error: {detail}",
+            self.peer
+        );
+        self.outbox
+            .reply(Reply::error(ErrorCode::Unauthorized, detail));
+        Err(Ending::Refused)
+    }
+
+    /// Opens the session: the agency must take part; WELCOME says where its
+    /// round stands, every bet it counts already on disk.
+    fn handle_hello(&mut self, agency: u32, _token: &[u8]) -> Next {
         if !self.lottery.knows_agency(agency) {
             let detail = format!(
                 "agency {agency} is not taking part; agencies are numbered 1 to {}",
@@ -265,18 +322,32 @@ impl Handler {
             );
             self.outbox
                 .reply(Reply::error(ErrorCode::UnknownAgency, &detail));
-            return Ok(());
+            return Err(Ending::Refused);
         }
-        match request {
-            Request::Bets { agency, batch } => self.handle_bets(agency, &batch),
-            Request::Finish { agency } => self.handle_finish(agency),
-            Request::GetWinners { agency } => self.handle_get_winners(agency),
-        }
+        let (stored, finished) = self.store.durable_state(agency);
+        let status = if self.lottery.is_drawn() {
+            AgencyStatus::Drawn
+        } else if finished {
+            AgencyStatus::Finished
+        } else {
+            AgencyStatus::Sending
+        };
+        debug!(
+            "action: saludo | result: success | peer: {} | agencia: {agency} | almacenadas: {stored} | estado: {}",
+            self.peer, status as u8
+        );
+        self.session = Some(agency);
+        self.outbox.reply(Reply::Welcome {
+            // An agency's bets are numbered by a u32, so its count fits one.
+            stored: u32::try_from(stored).unwrap_or(u32::MAX),
+            status,
+        });
+        Ok(())
     }
 
-    fn refuse_batch(&mut self, count: usize, code: ErrorCode, detail: &str) -> Next {
+    fn refuse_batch(&mut self, agency: u32, count: usize, code: ErrorCode, detail: &str) -> Next {
         warn!(
-            "action: apuesta_recibida | result: fail | cantidad: {count} | peer: {} | code: {} | error: {detail}",
+            "action: apuesta_recibida | result: fail | cantidad: {count} | agencia: {agency} | peer: {} | code: {} | error: {detail}",
             self.peer,
             code.name()
         );
@@ -284,7 +355,7 @@ impl Handler {
         Ok(())
     }
 
-    fn handle_bets(&mut self, agency: u32, batch: &BetBatch) -> Next {
+    fn handle_bets(&mut self, agency: u32, first: u32, batch: &BetBatch) -> Next {
         let count = batch.len();
         let today = Date::today_utc();
         let mut bets: Vec<ValidBet<'_>> = Vec::with_capacity(count);
@@ -293,25 +364,40 @@ impl Handler {
                 Ok(valid) => bets.push(valid),
                 Err(reason) => {
                     let detail = format!("bet at index {index} (counting from 0): {reason}");
-                    return self.refuse_batch(count, ErrorCode::InvalidBet, &detail);
+                    return self.refuse_batch(agency, count, ErrorCode::InvalidBet, &detail);
                 }
             }
         }
-        let permit = match self.lottery.begin_batch(agency) {
-            Ok(permit) => permit,
-            Err(BatchRefusal::AgencyFinished) => {
+        let appended = match self.store.append_batch(agency, u64::from(first), &bets) {
+            Ok(Append::Stored(appended)) => appended,
+            Ok(Append::AlreadyStored(appended)) => {
+                debug!(
+                    "action: apuesta_repetida | result: success | cantidad: {count} | agencia: {agency} | primera: {first}"
+                );
+                self.outbox.ack(PendingAck {
+                    appended,
+                    agency,
+                    count: u16::try_from(count).unwrap_or(u16::MAX),
+                    repeated: true,
+                });
+                return Ok(());
+            }
+            Ok(Append::OutOfOrder { expected }) => {
+                let detail = format!(
+                    "this batch starts at bet {first}, but agency {agency} has {expected} bets \
+                     stored; nothing of it was stored: resume from bet {expected} (a HELLO on a \
+                     new connection says where)"
+                );
+                return self.refuse_batch(agency, count, ErrorCode::OutOfOrder, &detail);
+            }
+            Ok(Append::Finished) => {
                 let detail = format!(
                     "agency {agency} already sent FINISH; its bets are closed and this batch was not stored"
                 );
-                return self.refuse_batch(count, ErrorCode::AgencyFinished, &detail);
+                return self.refuse_batch(agency, count, ErrorCode::AgencyFinished, &detail);
             }
-            Err(BatchRefusal::ShuttingDown) => return Err(Ending::ShuttingDown),
-        };
-        let appended = match self.store.append(agency, &bets) {
-            Ok(appended) => appended,
             Err(e) => {
-                drop(permit);
-                return self.refuse_batch(count, ErrorCode::Storage, &storage_detail(&e));
+                return self.refuse_batch(agency, count, ErrorCode::Storage, &storage_detail(&e));
             }
         };
         if log_enabled!(log::Level::Debug) {
@@ -328,39 +414,65 @@ impl Handler {
             agency,
             // The decoder read `count` from a u16, so it fits.
             count: u16::try_from(count).unwrap_or(u16::MAX),
-            _permit: permit,
+            repeated: false,
         });
         Ok(())
     }
 
-    fn handle_finish(&mut self, agency: u32) -> Next {
+    fn handle_finish(&mut self, agency: u32, total: u32) -> Next {
         // This agency's batches are acknowledged before its FINISH is.
         self.send_outbox()?;
-        let outcome = self.lottery.finish(agency);
-        info!(
-            "action: agencia_finalizo | result: success | agencia: {agency} | total_agencias_finalizadas: {} | de: {} | faltan: {}{}",
-            outcome.finished_count,
-            self.lottery.agencies(),
-            outcome.missing,
-            if outcome.first_time {
-                ""
-            } else {
-                " | repetido: true"
+        match self.store.record_finish(agency, u64::from(total)) {
+            Ok(Finish::Recorded { first_time }) => {
+                let outcome = self.lottery.record_finished(agency);
+                info!(
+                    "action: agencia_finalizo | result: success | agencia: {agency} | total_agencias_finalizadas: {} | de: {} | faltan: {}{}",
+                    outcome.finished_count,
+                    self.lottery.agencies(),
+                    outcome.missing,
+                    if first_time { "" } else { " | repetido: true" }
+                );
+                self.outbox.reply(Reply::FinishAck { agency });
+                self.send_outbox()?;
+                self.hold_draw_if_due();
             }
-        );
-        self.outbox.reply(Reply::FinishAck { agency });
-        self.send_outbox()?;
-        if outcome.draw_due {
+            Ok(Finish::Mismatch { stored }) => {
+                let detail = format!(
+                    "FINISH says agency {agency} sent {total} bets, but {stored} of its bets are \
+                     stored; nothing was recorded: send the missing bets, or FINISH with {stored}"
+                );
+                warn!(
+                    "action: agencia_finalizo | result: fail | agencia: {agency} | peer: {} | code: COUNT_MISMATCH | error: {detail}",
+                    self.peer
+                );
+                self.outbox
+                    .reply(Reply::error(ErrorCode::CountMismatch, &detail));
+            }
+            Err(e) => {
+                error!("action: agencia_finalizo | result: fail | agencia: {agency} | error: {e}");
+                let detail = format!(
+                    "the FINISH was not recorded: {e}; nothing was kept, send it again later"
+                );
+                self.outbox.reply(Reply::error(ErrorCode::Storage, &detail));
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds the draw if every agency has finished and it is due (the first
+    /// time, or again after a failure).
+    fn hold_draw_if_due(&self) {
+        if self.lottery.claim_draw() {
             let store = Arc::clone(&self.store);
             self.lottery
                 .hold_draw(|| draw::compute_winners(store.path(), &store.reader()?));
         }
-        Ok(())
     }
 
     fn handle_get_winners(&mut self, agency: u32) -> Next {
         // Nothing owed waits while this request waits on the draw.
         self.send_outbox()?;
+        self.hold_draw_if_due();
         match self.lottery.wait_for_winners(self.draw_wait) {
             WinnersAnswer::Drawn(winners) => {
                 let list = winners.of(agency);
@@ -382,7 +494,9 @@ impl Handler {
                 error!(
                     "action: ganadores_enviados | result: fail | agencia: {agency} | error: {reason}"
                 );
-                let detail = format!("the draw could not read the stored bets: {reason}");
+                let detail = format!(
+                    "the draw could not read the stored bets: {reason}; it is tried again, ask again later"
+                );
                 self.outbox.reply(Reply::error(ErrorCode::Storage, &detail));
             }
             WinnersAnswer::ShuttingDown => return Err(Ending::ShuttingDown),

@@ -1,4 +1,4 @@
-//! The wire protocol: every message as a Rust value, and its exact bytes.
+//! The wire protocol, version 2: every message as a Rust value, and its exact bytes.
 //!
 //! This module owns the message ids, the error codes, the size limits and the
 //! pure encode/decode functions (`&[u8]` in, a message or a `ProtocolError` out).
@@ -15,8 +15,12 @@ use std::fmt;
 /// No message may be longer than this, id and lengths included (WINNERS and
 /// WINNERS_PART excepted: they are bounded by their u16 length).
 pub(crate) const MAX_MESSAGE_LEN: usize = 8192;
-/// BETS header: id (2) · agency (4) · count (2) · body_len (2).
-pub(crate) const BETS_HEADER_LEN: usize = 10;
+/// BETS header: id (2) · agency (4) · first (4) · count (2) · body_len (2).
+pub(crate) const BETS_HEADER_LEN: usize = 14;
+/// HELLO header: id (2) · agency (4) · token length (2).
+const HELLO_HEADER_LEN: usize = 8;
+/// Longest HELLO token.
+pub(crate) const MAX_TOKEN_LEN: usize = 255;
 /// Largest BETS body that keeps the message within `MAX_MESSAGE_LEN`.
 pub(crate) const MAX_BETS_BODY_LEN: usize = MAX_MESSAGE_LEN - BETS_HEADER_LEN;
 /// Largest WINNERS / WINNERS_PART payload.
@@ -27,8 +31,10 @@ pub(crate) const MAX_REPLY_LEN: usize = 4 + MAX_WINNERS_PAYLOAD_LEN;
 pub(crate) const MAX_ERROR_DETAIL_LEN: usize = 1024;
 /// Smallest encoded bet: four empty str16 and the number.
 const MIN_ENCODED_BET_LEN: usize = 4 * 2 + 2;
-/// FINISH and GET_WINNERS: id (2) · agency (4).
-const AGENCY_MESSAGE_LEN: usize = 6;
+/// GET_WINNERS: id (2) · agency (4).
+const GET_WINNERS_LEN: usize = 6;
+/// FINISH: id (2) · agency (4) · total (4).
+const FINISH_LEN: usize = 10;
 
 /// Message ids, as they appear in the first two bytes of every message.
 pub(crate) mod id {
@@ -40,16 +46,24 @@ pub(crate) mod id {
     pub(crate) const NO_WINNERS: u16 = 0x0006;
     pub(crate) const WINNERS: u16 = 0x0007;
     pub(crate) const WINNERS_PART: u16 = 0x0008;
+    pub(crate) const HELLO: u16 = 0x0009;
+    pub(crate) const WELCOME: u16 = 0x000A;
     pub(crate) const ERROR: u16 = 0x00FF;
 }
 
 /// A message from an agency to the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Request {
-    /// A batch of bets, stored all or nothing.
-    Bets { agency: u32, batch: BetBatch },
-    /// The agency has sent all its bets.
-    Finish { agency: u32 },
+    /// Opens a session for `agency`: the first message of every connection.
+    Hello { agency: u32, token: Vec<u8> },
+    /// A batch of bets numbered from `first`, stored all or nothing.
+    Bets {
+        agency: u32,
+        first: u32,
+        batch: BetBatch,
+    },
+    /// The agency has sent all its bets: `total` of them.
+    Finish { agency: u32, total: u32 },
     /// The agency asks for its winners.
     GetWinners { agency: u32 },
 }
@@ -93,6 +107,8 @@ impl BetBatch {
 /// A message from the server to an agency.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Reply {
+    /// Answers HELLO: the agency's bets on disk, and where its round stands.
+    Welcome { stored: u32, status: AgencyStatus },
     /// The batch of `count` bets is on disk.
     BetsAck { count: u16 },
     /// The agency's FINISH is recorded.
@@ -107,6 +123,29 @@ pub(crate) enum Reply {
     Error { code: ErrorCode, detail: String },
 }
 
+/// Where an agency's round stands, as WELCOME tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AgencyStatus {
+    /// The agency is still sending its bets.
+    Sending = 0,
+    /// Its FINISH is recorded; the draw has not happened.
+    Finished = 1,
+    /// The draw happened.
+    Drawn = 2,
+}
+
+impl AgencyStatus {
+    fn from_u8(value: u8) -> Option<AgencyStatus> {
+        [
+            AgencyStatus::Sending,
+            AgencyStatus::Finished,
+            AgencyStatus::Drawn,
+        ]
+        .into_iter()
+        .find(|status| *status as u8 == value)
+    }
+}
+
 /// The error codes of an ERROR reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -119,10 +158,13 @@ pub enum ErrorCode {
     Storage = 7,
     Busy = 8,
     ShuttingDown = 9,
+    Unauthorized = 10,
+    OutOfOrder = 11,
+    CountMismatch = 12,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 9] = [
+    const ALL: [ErrorCode; 12] = [
         ErrorCode::Malformed,
         ErrorCode::TooLarge,
         ErrorCode::UnknownMessage,
@@ -132,6 +174,9 @@ impl ErrorCode {
         ErrorCode::Storage,
         ErrorCode::Busy,
         ErrorCode::ShuttingDown,
+        ErrorCode::Unauthorized,
+        ErrorCode::OutOfOrder,
+        ErrorCode::CountMismatch,
     ];
 
     /// The code as sent on the wire.
@@ -156,7 +201,26 @@ impl ErrorCode {
             ErrorCode::Storage => "STORAGE",
             ErrorCode::Busy => "BUSY",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::OutOfOrder => "OUT_OF_ORDER",
+            ErrorCode::CountMismatch => "COUNT_MISMATCH",
         }
+    }
+
+    /// Whether the server closes the connection after sending this error: the
+    /// stream can no longer be trusted to be in step, or the server will not
+    /// serve this peer.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Malformed
+                | ErrorCode::TooLarge
+                | ErrorCode::UnknownMessage
+                | ErrorCode::UnknownAgency
+                | ErrorCode::Busy
+                | ErrorCode::ShuttingDown
+                | ErrorCode::Unauthorized
+        )
     }
 }
 
@@ -271,37 +335,65 @@ fn peek_u16(buf: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*buf.get(at)?, *buf.get(at + 1)?]))
 }
 
+fn peek_u32(buf: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+}
+
 /// What a decoder returns: `Ok(None)` while more bytes are needed, else the
 /// message and how many bytes it used.
 pub(crate) type Decoded<T> = Result<Option<(T, usize)>, ProtocolError>;
 
 /// Length of the request at the start of `buf`, as soon as its header tells it:
 /// `Ok(None)` while the header is incomplete; an error as soon as the id or the
-/// declared size is wrong, so an oversized message is refused before its body is read.
+/// declared size is wrong, so an oversized message is refused before its body is
+/// read. Size is judged first, then the header's other fields.
 pub(crate) fn request_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
     let Some(message_id) = peek_u16(buf, 0) else {
         return Ok(None);
     };
     match message_id {
-        id::BETS => {
-            let (Some(count), Some(body_len)) = (peek_u16(buf, 6), peek_u16(buf, 8)) else {
+        id::HELLO => {
+            let Some(token_len) = peek_u16(buf, 6) else {
                 return Ok(None);
             };
-            let len = BETS_HEADER_LEN + usize::from(body_len);
-            if len > MAX_MESSAGE_LEN {
-                return Err(ProtocolError::TooLarge {
-                    len,
-                    limit: MAX_MESSAGE_LEN,
-                });
-            }
-            if count == 0 {
-                return Err(malformed("BETS with count 0"));
+            let len = within_limit(HELLO_HEADER_LEN + usize::from(token_len))?;
+            if usize::from(token_len) > MAX_TOKEN_LEN {
+                return Err(malformed(format!(
+                    "a HELLO token of {token_len} bytes is over the limit of {MAX_TOKEN_LEN}"
+                )));
             }
             Ok(Some(len))
         }
-        id::FINISH | id::GET_WINNERS => Ok(Some(AGENCY_MESSAGE_LEN)),
+        id::BETS => {
+            let (Some(count), Some(body_len)) = (peek_u16(buf, 10), peek_u16(buf, 12)) else {
+                return Ok(None);
+            };
+            let len = within_limit(BETS_HEADER_LEN + usize::from(body_len))?;
+            if count == 0 {
+                return Err(malformed("BETS with count 0"));
+            }
+            let first = peek_u32(buf, 6).unwrap_or(0);
+            if first.checked_add(u32::from(count)).is_none() {
+                return Err(malformed(format!(
+                    "BETS numbered from {first} with {count} bets runs past the last bet number"
+                )));
+            }
+            Ok(Some(len))
+        }
+        id::FINISH => Ok(Some(FINISH_LEN)),
+        id::GET_WINNERS => Ok(Some(GET_WINNERS_LEN)),
         other => Err(ProtocolError::UnknownMessage { id: other }),
     }
+}
+
+fn within_limit(len: usize) -> Result<usize, ProtocolError> {
+    if len > MAX_MESSAGE_LEN {
+        return Err(ProtocolError::TooLarge {
+            len,
+            limit: MAX_MESSAGE_LEN,
+        });
+    }
+    Ok(len)
 }
 
 /// Decodes the request at the start of `buf`: `Ok(None)` if more bytes are
@@ -317,15 +409,24 @@ pub(crate) fn decode_request(buf: &[u8]) -> Decoded<Request> {
     let message_id = fields.u16("message id")?;
     let agency = fields.u32("agency")?;
     let request = match message_id {
+        id::HELLO => Request::Hello {
+            agency,
+            token: fields.str16("token")?.as_bytes().to_vec(),
+        },
         id::BETS => {
+            let first = fields.u32("first")?;
             let count = fields.u16("count")?;
             let _body_len = fields.u16("body_len")?;
             Request::Bets {
                 agency,
+                first,
                 batch: decode_bets(&mut fields, count)?,
             }
         }
-        id::FINISH => Request::Finish { agency },
+        id::FINISH => Request::Finish {
+            agency,
+            total: fields.u32("total")?,
+        },
         _ => Request::GetWinners { agency },
     };
     Ok(Some((request, len)))
@@ -389,23 +490,20 @@ pub(crate) fn encode_bet(bet: BetRef<'_>, body: &mut Vec<u8>) -> Result<(), Prot
     Ok(())
 }
 
-/// Wraps an already encoded body of `count` bets into a whole BETS message.
+/// Wraps an already encoded body of `count` bets, numbered from `first`, into
+/// a whole BETS message.
 pub(crate) fn encode_bets_message(
     agency: u32,
+    first: u32,
     count: u16,
     body: &[u8],
 ) -> Result<Vec<u8>, ProtocolError> {
-    let len = BETS_HEADER_LEN + body.len();
-    if len > MAX_MESSAGE_LEN {
-        return Err(ProtocolError::TooLarge {
-            len,
-            limit: MAX_MESSAGE_LEN,
-        });
-    }
+    let len = within_limit(BETS_HEADER_LEN + body.len())?;
     let body_len = u16::try_from(body.len()).map_err(|_| malformed("body too long"))?;
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&id::BETS.to_be_bytes());
     out.extend_from_slice(&agency.to_be_bytes());
+    out.extend_from_slice(&first.to_be_bytes());
     out.extend_from_slice(&count.to_be_bytes());
     out.extend_from_slice(&body_len.to_be_bytes());
     out.extend_from_slice(body);
@@ -416,29 +514,45 @@ impl Request {
     /// The agency the request speaks for.
     pub fn agency(&self) -> u32 {
         match self {
-            Request::Bets { agency, .. }
-            | Request::Finish { agency }
+            Request::Hello { agency, .. }
+            | Request::Bets { agency, .. }
+            | Request::Finish { agency, .. }
             | Request::GetWinners { agency } => *agency,
         }
     }
 
     /// The request's bytes; an error if it breaks a size limit.
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
+        let mut out = Vec::with_capacity(16);
         match self {
-            Request::Bets { agency, batch } => {
-                encode_bets_message(*agency, batch.count, &batch.body)
+            Request::Hello { agency, token } => {
+                if token.len() > MAX_TOKEN_LEN {
+                    return Err(ProtocolError::TooLarge {
+                        len: token.len(),
+                        limit: MAX_TOKEN_LEN,
+                    });
+                }
+                out.extend_from_slice(&id::HELLO.to_be_bytes());
+                out.extend_from_slice(&agency.to_be_bytes());
+                put_str16(&mut out, token, "token")?;
             }
-            Request::Finish { agency } => Ok(agency_message(id::FINISH, *agency)),
-            Request::GetWinners { agency } => Ok(agency_message(id::GET_WINNERS, *agency)),
+            Request::Bets {
+                agency,
+                first,
+                batch,
+            } => return encode_bets_message(*agency, *first, batch.count, &batch.body),
+            Request::Finish { agency, total } => {
+                out.extend_from_slice(&id::FINISH.to_be_bytes());
+                out.extend_from_slice(&agency.to_be_bytes());
+                out.extend_from_slice(&total.to_be_bytes());
+            }
+            Request::GetWinners { agency } => {
+                out.extend_from_slice(&id::GET_WINNERS.to_be_bytes());
+                out.extend_from_slice(&agency.to_be_bytes());
+            }
         }
+        Ok(out)
     }
-}
-
-fn agency_message(message_id: u16, agency: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(AGENCY_MESSAGE_LEN);
-    out.extend_from_slice(&message_id.to_be_bytes());
-    out.extend_from_slice(&agency.to_be_bytes());
-    out
 }
 
 impl Reply {
@@ -453,7 +567,13 @@ impl Reply {
     /// The reply's bytes; an error if a payload or detail is over its limit.
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
         let mut out = Vec::with_capacity(8);
+        let welcome: [u8; 5];
         let (message_id, rest): (u16, &[u8]) = match self {
+            Reply::Welcome { stored, status } => {
+                let [a, b, c, d] = stored.to_be_bytes();
+                welcome = [a, b, c, d, *status as u8];
+                (id::WELCOME, &welcome)
+            }
             Reply::BetsAck { count } => (id::BETS_ACK, &count.to_be_bytes()),
             Reply::FinishAck { agency } => (id::FINISH_ACK, &agency.to_be_bytes()),
             Reply::NoWinners => (id::NO_WINNERS, &[]),
@@ -492,6 +612,7 @@ pub(crate) fn decode_reply(buf: &[u8]) -> Decoded<Reply> {
         return Ok(None);
     };
     let len = match message_id {
+        id::WELCOME => 7,
         id::BETS_ACK => 4,
         id::FINISH_ACK => 6,
         id::NO_WINNERS => 2,
@@ -517,6 +638,13 @@ pub(crate) fn decode_reply(buf: &[u8]) -> Decoded<Reply> {
     let mut fields = Fields::new(&buf[..len]);
     fields.u16("message id")?;
     let reply = match message_id {
+        id::WELCOME => {
+            let stored = fields.u32("stored")?;
+            let raw = fields.take(1, "status")?[0];
+            let status = AgencyStatus::from_u8(raw)
+                .ok_or_else(|| malformed(format!("unknown agency status {raw}")))?;
+            Reply::Welcome { stored, status }
+        }
         id::BETS_ACK => Reply::BetsAck {
             count: fields.u16("count")?,
         },
@@ -597,11 +725,23 @@ mod tests {
 
     fn every_request() -> Vec<Request> {
         vec![
+            Request::Hello {
+                agency: 2,
+                token: b"a-token-of-agency-2".to_vec(),
+            },
+            Request::Hello {
+                agency: 7,
+                token: Vec::new(),
+            },
             Request::Bets {
                 agency: 3,
+                first: 1_000_000,
                 batch: BetBatch::new(&[bet("Ana", 7574), bet("José Ñ", 0)]).unwrap(),
             },
-            Request::Finish { agency: 1 },
+            Request::Finish {
+                agency: 1,
+                total: 78_697,
+            },
             Request::GetWinners {
                 agency: 0xDEAD_BEEF,
             },
@@ -610,6 +750,14 @@ mod tests {
 
     fn every_reply() -> Vec<Reply> {
         vec![
+            Reply::Welcome {
+                stored: 4_000_000_000,
+                status: AgencyStatus::Sending,
+            },
+            Reply::Welcome {
+                stored: 0,
+                status: AgencyStatus::Drawn,
+            },
             Reply::BetsAck { count: 150 },
             Reply::FinishAck { agency: 5 },
             Reply::NoWinners,
@@ -635,14 +783,23 @@ mod tests {
         ];
         let bytes = Request::Bets {
             agency: 9,
+            first: 5,
             batch: BetBatch::new(&bets).unwrap(),
         }
         .encode()
         .unwrap();
-        let Ok(Some((Request::Bets { agency, batch }, used))) = decode_request(&bytes) else {
+        let Ok(Some((
+            Request::Bets {
+                agency,
+                first,
+                batch,
+            },
+            used,
+        ))) = decode_request(&bytes)
+        else {
             panic!("a BETS message did not decode");
         };
-        assert_eq!((agency, used, batch.len()), (9, bytes.len(), 3));
+        assert_eq!((agency, first, used, batch.len()), (9, 5, bytes.len(), 3));
         let lent: Vec<BetRef> = batch.bets().collect();
         assert_eq!(lent, bets.iter().map(Bet::as_ref).collect::<Vec<_>>());
         assert_eq!(BetBatch::new(&[]).unwrap().len(), 0);
@@ -651,8 +808,22 @@ mod tests {
     #[test]
     fn requests_have_the_exact_documented_bytes() {
         assert_eq!(
-            Request::Finish { agency: 2 }.encode().unwrap(),
-            [0, 3, 0, 0, 0, 2]
+            Request::Finish {
+                agency: 2,
+                total: 0x0102_0304
+            }
+            .encode()
+            .unwrap(),
+            [0, 3, 0, 0, 0, 2, 1, 2, 3, 4]
+        );
+        assert_eq!(
+            Request::Hello {
+                agency: 1,
+                token: b"tok".to_vec()
+            }
+            .encode()
+            .unwrap(),
+            [0, 9, 0, 0, 0, 1, 0, 3, b't', b'o', b'k']
         );
         assert_eq!(
             Request::GetWinners { agency: 258 }.encode().unwrap(),
@@ -667,11 +838,12 @@ mod tests {
         };
         let bytes = Request::Bets {
             agency: 1,
+            first: 256,
             batch: BetBatch::new(&[one]).unwrap(),
         }
         .encode()
         .unwrap();
-        let mut expected = vec![0, 1, 0, 0, 0, 1, 0, 1, 0, 23];
+        let mut expected = vec![0, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 23];
         expected.extend_from_slice(&[0, 1, b'A', 0, 1, b'B', 0, 1, b'1', 0, 10]);
         expected.extend_from_slice(b"2000-01-01");
         expected.extend_from_slice(&[0x1D, 0x96]);
@@ -682,6 +854,13 @@ mod tests {
     fn replies_have_the_exact_documented_bytes() {
         let enc = |r: Reply| r.encode().unwrap();
         assert_eq!(enc(Reply::BetsAck { count: 258 }), [0, 2, 1, 2]);
+        assert_eq!(
+            enc(Reply::Welcome {
+                stored: 258,
+                status: AgencyStatus::Finished
+            }),
+            [0, 0x0A, 0, 0, 1, 2, 1]
+        );
         assert_eq!(enc(Reply::FinishAck { agency: 7 }), [0, 4, 0, 0, 0, 7]);
         assert_eq!(enc(Reply::NoWinners), [0, 6]);
         assert_eq!(
@@ -743,11 +922,12 @@ mod tests {
         // Keep the header's body_len but lie about a string length inside.
         let mut bytes = Request::Bets {
             agency: 1,
+            first: 0,
             batch: BetBatch::new(&[bet("Ana", 1)]).unwrap(),
         }
         .encode()
         .unwrap();
-        bytes[11] = 200; // first_name length far past the body
+        bytes[15] = 200; // first_name length far past the body
         assert!(matches!(
             decode_request(&bytes),
             Err(ProtocolError::Malformed(_))
@@ -756,7 +936,7 @@ mod tests {
 
     #[test]
     fn size_is_checked_from_the_header_before_the_body_arrives() {
-        let header = [0, 1, 0, 0, 0, 1, 0, 1, 0x1F, 0xF7]; // body_len 8183
+        let header = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0x1F, 0xF3]; // body_len 8179
         assert_eq!(
             decode_request(&header),
             Err(ProtocolError::TooLarge {
@@ -764,13 +944,19 @@ mod tests {
                 limit: 8192
             })
         );
-        let at_limit = [0, 1, 0, 0, 0, 1, 0, 1, 0x1F, 0xF6]; // body_len 8182
+        let at_limit = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0x1F, 0xF2]; // body_len 8178
         assert_eq!(decode_request(&at_limit), Ok(None));
+        // Size comes before the count: a too large BETS of count 0 is TOO_LARGE.
+        let both = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF];
+        assert!(matches!(
+            decode_request(&both),
+            Err(ProtocolError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn count_zero_trailing_bytes_bad_utf8_and_unknown_ids_are_refused() {
-        let count_zero = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0];
+        let count_zero = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
         assert!(matches!(
             decode_request(&count_zero),
             Err(ProtocolError::Malformed(_))
@@ -778,12 +964,13 @@ mod tests {
 
         let mut trailing = Request::Bets {
             agency: 1,
+            first: 0,
             batch: BetBatch::new(&[bet("Ana", 1)]).unwrap(),
         }
         .encode()
         .unwrap();
         trailing.push(0);
-        trailing[9] += 1;
+        trailing[13] += 1;
         assert!(matches!(
             decode_request(&trailing),
             Err(ProtocolError::Malformed(_))
@@ -791,20 +978,37 @@ mod tests {
 
         let mut bad_utf8 = Request::Bets {
             agency: 1,
+            first: 0,
             batch: BetBatch::new(&[bet("Ana", 1)]).unwrap(),
         }
         .encode()
         .unwrap();
-        bad_utf8[12] = 0xFF;
+        bad_utf8[16] = 0xFF;
         assert!(matches!(
             decode_request(&bad_utf8),
             Err(ProtocolError::Malformed(_))
         ));
 
         assert_eq!(
-            decode_request(&[0, 9]),
-            Err(ProtocolError::UnknownMessage { id: 9 })
+            decode_request(&[0, 0x0B]),
+            Err(ProtocolError::UnknownMessage { id: 0x0B })
         );
+        // A batch whose numbers would run past u32::MAX.
+        let past_the_end = [0, 1, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 1, 0, 10];
+        assert!(matches!(
+            decode_request(&past_the_end),
+            Err(ProtocolError::Malformed(_))
+        ));
+        // A token over 255 bytes, from the header alone.
+        assert!(matches!(
+            decode_request(&[0, 9, 0, 0, 0, 1, 1, 0]),
+            Err(ProtocolError::Malformed(_))
+        ));
+        // A token that is not UTF-8.
+        assert!(matches!(
+            decode_request(&[0, 9, 0, 0, 0, 1, 0, 1, 0xFF]),
+            Err(ProtocolError::Malformed(_))
+        ));
         assert_eq!(
             decode_request(&[0, 2, 0, 0]),
             Err(ProtocolError::UnknownMessage { id: 2 })
@@ -814,7 +1018,7 @@ mod tests {
     #[test]
     fn a_huge_count_in_a_small_body_is_refused_without_allocating_it() {
         let bytes = [
-            0, 1, 0, 0, 0, 1, 0xFF, 0xFF, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0xFF, 0xFF, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         ];
         assert!(matches!(
             decode_request(&bytes),

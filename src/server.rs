@@ -16,12 +16,13 @@
 
 use crate::config::ServerConfig;
 use crate::connection::{self, Connection};
+use crate::draw;
 use crate::handler::Handler;
 use crate::locks::lock;
 use crate::lottery::Lottery;
 use crate::protocol::{ErrorCode, Reply};
 use crate::shutdown::Shutdown;
-use crate::storage::{BetStore, StorageError};
+use crate::storage::{BetStore, Recovered, StorageError};
 use log::{error, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
@@ -55,7 +56,7 @@ pub enum ServerError {
         address: SocketAddr,
         source: io::Error,
     },
-    /// The bets file could not be opened or is not empty.
+    /// The round's files could not be opened or read back.
     Storage(StorageError),
     /// Connection threads panicked (a bug); the server stopped in order anyway.
     HandlersPanicked { count: usize },
@@ -160,6 +161,31 @@ pub struct Server {
     open: Arc<OpenConnections>,
 }
 
+/// Says what a resumed round held, and warns of what the user should know.
+fn log_recovery(store: &BetStore, recovered: &Recovered) {
+    if recovered.is_resumed() {
+        info!(
+            "action: ronda_recuperada | result: success | apuestas: {} | agencias_finalizadas: {} | bytes_cortados: {} | path: {}",
+            recovered.bets,
+            recovered.finished.len(),
+            recovered.cut_bytes,
+            store.path().display()
+        );
+    }
+    if recovered.records_missing {
+        warn!(
+            "action: ronda_recuperada | result: in_progress | path: {} | detail: no FINISH records were beside the bets file; they start anew, and agencies that had finished send FINISH again",
+            store.records_path().display()
+        );
+    }
+    if recovered.readable_by_others {
+        warn!(
+            "action: config | result: in_progress | path: {} | detail: the bets file holds personal data and other users can read it; run chmod 600 on it",
+            store.path().display()
+        );
+    }
+}
+
 /// A listening socket on `address`, set up as `TcpListener::bind` does
 /// (address reuse, close-on-exec) but with a backlog of `LISTEN_BACKLOG`.
 fn listen(address: SocketAddr) -> io::Result<TcpListener> {
@@ -175,16 +201,24 @@ fn listen(address: SocketAddr) -> io::Result<TcpListener> {
 }
 
 impl Server {
-    /// Opens the listening socket and the bets file (which must be new or empty).
+    /// Opens the bets file (continuing the round it holds, if any) and the
+    /// listening socket. When every agency of a resumed round had finished,
+    /// the draw is held again here, before any agency is served.
     pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let (store, recovered) = BetStore::open(&config.bets_file, config.agencies)?;
+        log_recovery(&store, &recovered);
         let address = SocketAddr::new(config.ip, config.port);
         let listener = listen(address).map_err(|source| ServerError::Bind { address, source })?;
-        let store = BetStore::create(&config.bets_file)?;
+        let lottery = Lottery::new(config.agencies, recovered.finished.keys().copied());
+        let store = Arc::new(store);
+        if lottery.claim_draw() {
+            lottery.hold_draw(|| draw::compute_winners(store.path(), &store.reader()?));
+        }
         Ok(Server {
             listener,
-            lottery: Lottery::new(config.agencies),
+            lottery,
             config,
-            store: Arc::new(store),
+            store,
             open: Arc::new(OpenConnections::default()),
         })
     }

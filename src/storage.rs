@@ -1,50 +1,76 @@
-//! The bets file: durable appends, streaming reads, and the winning rule.
+//! The round's files: the bets file, with durable appends and streaming reads,
+//! and the FINISH records beside it.
 //!
-//! This module owns the file on disk. `BetStore::append` writes a whole batch as
-//! rows (their byte format is `rows`: `agency,first_name,last_name,document,
-//! birthdate,number\r\n`, as the reference `store_bets` writes them) and
-//! `BetStore::sync` makes it durable; `store_bets` does both. Batches written at
-//! the same time share one `fsync` (group commit): the first waiter syncs for
-//! everyone written so far, the others wait on a `Condvar` for its result. A batch
-//! that fails to be written, or whose `fsync` fails, is cut back off the file, so
-//! the file only ever ends in whole rows of batches that were (or are about to
-//! be) acknowledged.
+//! `BetStore::open` takes the bets file for the round: it must be a regular file;
+//! it is locked so that no second server writes it; whatever it already holds is
+//! read back first (`recovery`), so a round goes on after a crash or a restart.
+//! It keeps, per agency, how many bets are stored and how many of those are on
+//! disk, which is what makes a batch sent twice stored once: a BETS names the
+//! number of its first bet, and only the batch that starts where the agency's
+//! stored bets end is appended (`append_batch`).
+//!
+//! `append_batch` writes a whole batch as rows (their byte format is `rows`:
+//! `agency,first_name,last_name,document,birthdate,number\r\n`, as the reference
+//! `store_bets` writes them) at the file's real end, and `sync` makes it durable.
+//! Batches written at the same time share one `fsync` (group commit): the first
+//! waiter syncs for everyone written so far, the others wait on a `Condvar` for
+//! its result. A batch that fails to be written, or whose `fsync` fails, is cut
+//! back off the file, so the file only ever ends in whole rows of batches that
+//! were (or are about to be) acknowledged. `record_finish` writes an agency's
+//! FINISH, with its total, durably to the records file (`finishes`).
 //!
 //! `BetRows` streams the rows back through one fixed buffer; it never holds the
 //! file in memory, and lends each row without allocating (the draw reads
 //! millions). This module knows nothing of sockets.
 
+mod finishes;
+mod recovery;
 mod rows;
 
+pub(crate) use recovery::Recovered;
 pub(crate) use rows::StoredRow;
 
 use crate::bet::ValidBet;
 use crate::buffer::{ReadBuffer, Refill};
 use crate::locks::{lock, wait_while};
+use finishes::FinishRecords;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
-/// What went wrong with the bets file. `Display` names the file and what to do.
+/// Mode of the files created for a round: bettors' names, documents and
+/// birthdates are personal data, for the server's user alone.
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// What went wrong with the round's files. `Display` names the file and what to do.
 #[derive(Debug)]
 pub enum StorageError {
-    /// An I/O operation on the file failed.
+    /// An I/O operation on a file failed.
     Io {
         action: &'static str,
         path: PathBuf,
         source: io::Error,
     },
-    /// The file already holds bets from an earlier run.
-    NotEmpty { path: PathBuf, len: u64 },
-    /// The directory the file should be in does not exist.
+    /// The directory the bets file should be in does not exist.
     NoDirectory { path: PathBuf },
+    /// The path is not a regular file (a directory, a FIFO, a device...).
+    NotAFile { path: PathBuf, kind: &'static str },
+    /// Another process (another server) holds the bets file.
+    Locked { path: PathBuf },
     /// A stored row cannot be read back.
     BadRow {
         path: PathBuf,
         row: u64,
+        reason: String,
+    },
+    /// The FINISH records do not fit the bets file or the configuration.
+    BadRecords {
+        path: PathBuf,
+        line: u64,
         reason: String,
     },
 }
@@ -56,27 +82,34 @@ impl fmt::Display for StorageError {
                 action,
                 path,
                 source,
-            } => write!(
-                f,
-                "could not {action} the bets file {}: {source}",
-                path.display()
-            ),
+            } => write!(f, "could not {action} {}: {source}", path.display()),
             StorageError::NoDirectory { path } => write!(
                 f,
                 "the directory of the bets file {} does not exist; create it, or point \
                  SERVER_BETS_FILE at a file in a directory that exists",
                 path.display()
             ),
-            StorageError::NotEmpty { path, len } => write!(
+            StorageError::NotAFile { path, kind } => write!(
                 f,
-                "the bets file {} already holds {len} bytes of bets from an earlier run; \
-                 move it away or point SERVER_BETS_FILE at a new file (stored bets are never \
-                 overwritten)",
+                "the bets file {} is a {kind}, not a regular file; point SERVER_BETS_FILE at a \
+                 regular file (a new one starts a new round)",
+                path.display()
+            ),
+            StorageError::Locked { path } => write!(
+                f,
+                "the bets file {} is in use by another server; stop that server first, or \
+                 point SERVER_BETS_FILE at another file",
                 path.display()
             ),
             StorageError::BadRow { path, row, reason } => write!(
                 f,
-                "row {row} of the bets file {} cannot be read: {reason}",
+                "line {row} of the bets file {} cannot be read: {reason}; the file was left as \
+                 it is: repair or move it, or start a new round with a new SERVER_BETS_FILE",
+                path.display()
+            ),
+            StorageError::BadRecords { path, line, reason } => write!(
+                f,
+                "line {line} of the FINISH records {}: {reason}; the files were left as they are",
                 path.display()
             ),
         }
@@ -86,25 +119,150 @@ impl fmt::Display for StorageError {
 // `Display` already shows the underlying I/O error, so it is not also a `source`.
 impl std::error::Error for StorageError {}
 
-/// A batch that `append` wrote and `sync` has yet to make durable.
+/// An I/O failure on the file at `path`.
+fn io_error(path: &Path, action: &'static str, source: io::Error) -> StorageError {
+    StorageError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Makes a new file's directory entry durable.
+fn sync_directory_of(path: &Path) -> Result<(), StorageError> {
+    File::open(parent_of(path))
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| io_error(path, "sync the directory of", e))
+}
+
+/// Opens (or creates, with mode 0600) a file of the round for reading and
+/// appending; only a regular file is accepted.
+fn open_round_file(path: &Path) -> Result<File, StorageError> {
+    // Looked at before opening: opening a FIFO could wait for a peer.
+    match std::fs::metadata(path) {
+        Ok(meta) => refuse_non_file(path, meta.file_type())?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(path, "inspect", e)),
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+        .map_err(|e| match parent_of(path).exists() {
+            false => StorageError::NoDirectory {
+                path: path.to_path_buf(),
+            },
+            true => io_error(path, "open", e),
+        })?;
+    let meta = file.metadata().map_err(|e| io_error(path, "inspect", e))?;
+    refuse_non_file(path, meta.file_type())?;
+    Ok(file)
+}
+
+fn refuse_non_file(path: &Path, file_type: std::fs::FileType) -> Result<(), StorageError> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = if file_type.is_file() {
+        return Ok(());
+    } else if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_fifo() {
+        "FIFO (named pipe)"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "device"
+    } else {
+        "special file"
+    };
+    Err(StorageError::NotAFile {
+        path: path.to_path_buf(),
+        kind,
+    })
+}
+
+/// A batch that `append_batch` wrote (or found stored) and `sync` has yet to
+/// confirm on disk.
 #[derive(Debug, Clone, Copy)]
 #[must_use = "a batch is not durable until it is synced"]
 pub(crate) struct Appended {
-    /// Position, in bytes ever appended, just past this batch.
+    /// Position, in bytes ever appended, just past this batch (or past
+    /// everything appended when the batch was found already stored).
     end: u64,
 }
 
-/// The bets file, shared by every connection thread.
+/// What `append_batch` did with a batch.
+#[derive(Debug)]
+pub(crate) enum Append {
+    /// The batch started where the agency's stored bets end: it was appended.
+    Stored(Appended),
+    /// Every bet of the batch was stored before: nothing was written.
+    AlreadyStored(Appended),
+    /// The batch starts elsewhere: nothing was written; `expected` is the
+    /// number its first bet should have.
+    OutOfOrder { expected: u64 },
+    /// The agency's FINISH is recorded (or being recorded): nothing was written.
+    Finished,
+}
+
+/// What `record_finish` did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// The FINISH is on disk; `first_time` is false for a repeat.
+    Recorded { first_time: bool },
+    /// The total is not the agency's stored bets: nothing was recorded.
+    Mismatch { stored: u64 },
+}
+
+/// Where one agency's bets stand in the file.
+#[derive(Debug, Default, Clone, Copy)]
+struct AgencyLedger {
+    /// Bets appended, including those not yet on disk.
+    stored: u64,
+    /// Bets known to be on disk.
+    durable: u64,
+    finish: FinishState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum FinishState {
+    #[default]
+    Open,
+    /// Its FINISH is being written: no new batch may be appended.
+    Finishing,
+    /// Its FINISH with this total is on disk.
+    Finished(u64),
+}
+
+/// Rows appended and not yet on disk, in the order they were appended.
+#[derive(Debug)]
+struct PendingRows {
+    end: u64,
+    agency: u32,
+    count: u64,
+}
+
+/// The bets file of a round, shared by every connection thread.
 pub(crate) struct BetStore {
     path: PathBuf,
     writer: Mutex<Writer>,
     commit: Mutex<CommitState>,
     committed: Condvar,
-    /// A second handle on the same file, so an `fsync` runs without the writer lock.
+    /// A second handle on the same open file (so under the same lock), so an
+    /// `fsync` runs without the writer lock.
     sync_handle: File,
+    /// The FINISH records; its lock also puts FINISHes one after another.
+    finishes: Mutex<FinishRecords>,
 }
 
 struct Writer {
+    /// Opened for appending, so every write lands at the file's real end.
     file: File,
     /// Bytes of the file, all whole rows.
     len: u64,
@@ -112,6 +270,31 @@ struct Writer {
     appended: u64,
     /// A failed write may have left bytes past `len` that a cut could not remove.
     needs_cut: bool,
+    agencies: HashMap<u32, AgencyLedger>,
+    pending: VecDeque<PendingRows>,
+}
+
+impl Writer {
+    fn agency(&mut self, agency: u32) -> &mut AgencyLedger {
+        self.agencies.entry(agency).or_default()
+    }
+
+    /// The rows appended through `end` are on disk.
+    fn durable_through(&mut self, end: u64) {
+        while self.pending.front().is_some_and(|p| p.end <= end) {
+            if let Some(rows) = self.pending.pop_front() {
+                self.agency(rows.agency).durable += rows.count;
+            }
+        }
+    }
+
+    /// Rows not yet on disk were cut off: each agency is back to its durable count.
+    fn forget_pending(&mut self) {
+        for rows in std::mem::take(&mut self.pending) {
+            let ledger = self.agency(rows.agency);
+            ledger.stored = ledger.durable;
+        }
+    }
 }
 
 struct CommitState {
@@ -127,104 +310,139 @@ struct CommitState {
     last_failure: String,
 }
 
-/// The directory holding `path` (`.` for a bare file name).
-fn parent_of(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
-
-/// An I/O failure on the bets file at `path`.
-fn io_error(path: &Path, action: &'static str, source: io::Error) -> StorageError {
-    StorageError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 impl BetStore {
-    /// Opens `path` for a new draw, creating it if needed. Refuses a file that
-    /// already holds bets: old bets are never appended to nor overwritten.
-    pub fn create(path: &Path) -> Result<BetStore, StorageError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| match parent_of(path).exists() {
-                false => StorageError::NoDirectory {
+    /// Takes the bets file at `path` for a round of `agencies` agencies: creates
+    /// it (mode 0600) or continues the round it holds, locks it for this
+    /// process, and opens the FINISH records beside it. What was recovered is
+    /// returned for the server to log.
+    pub fn open(path: &Path, agencies: u32) -> Result<(BetStore, Recovered), StorageError> {
+        let file = open_round_file(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked {
                     path: path.to_path_buf(),
-                },
-                true => io_error(path, "open", e),
-            })?;
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error(path, "lock", e)),
+        }
+        let (recovered, records) = recovery::recover(path, &file, agencies)?;
+        sync_directory_of(path)?;
         let len = file
             .metadata()
             .map_err(|e| io_error(path, "inspect", e))?
             .len();
-        if len > 0 {
-            return Err(StorageError::NotEmpty {
-                path: path.to_path_buf(),
-                len,
-            });
+        let mut ledgers = HashMap::new();
+        for (&agency, &stored) in &recovered.per_agency {
+            ledgers.insert(
+                agency,
+                AgencyLedger {
+                    stored,
+                    durable: stored,
+                    finish: FinishState::Open,
+                },
+            );
         }
-        // The file's own entry must survive a crash too: sync the directory once.
-        File::open(parent_of(path))
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| io_error(path, "sync the directory of", e))?;
+        for (&agency, &total) in &recovered.finished {
+            ledgers.entry(agency).or_default().finish = FinishState::Finished(total);
+        }
         let sync_handle = file.try_clone().map_err(|e| io_error(path, "open", e))?;
-        Ok(BetStore {
+        let store = BetStore {
             path: path.to_path_buf(),
             writer: Mutex::new(Writer {
                 file,
-                len: 0,
+                len,
                 appended: 0,
                 needs_cut: false,
+                agencies: ledgers,
+                pending: VecDeque::new(),
             }),
             commit: Mutex::new(CommitState {
                 resolved: 0,
-                durable_len: 0,
+                durable_len: len,
                 syncing: false,
                 failed: Vec::new(),
                 last_failure: String::new(),
             }),
             committed: Condvar::new(),
             sync_handle,
-        })
+            finishes: Mutex::new(records),
+        };
+        Ok((store, recovered))
     }
 
-    /// The file's path.
+    /// The bets file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// A handle to read the file back from its start.
+    /// The FINISH records' path.
+    pub fn records_path(&self) -> PathBuf {
+        lock(&self.finishes).path().to_path_buf()
+    }
+
+    /// A handle of its own on the bets file this store opened (so a path renamed
+    /// or replaced meanwhile changes nothing), to read it back.
     pub fn reader(&self) -> Result<File, StorageError> {
-        File::open(&self.path).map_err(|e| self.io_error("open", e))
+        lock(&self.writer)
+            .file
+            .try_clone()
+            .map_err(|e| self.io_error("open", e))
     }
 
     fn io_error(&self, action: &'static str, source: io::Error) -> StorageError {
         io_error(&self.path, action, source)
     }
 
-    /// Stores a batch: appends its rows and waits until they are on disk. On error
-    /// nothing of the batch is left in the file.
-    #[cfg(test)]
-    pub fn store_bets(&self, agency: u32, bets: &[ValidBet<'_>]) -> Result<(), StorageError> {
-        let appended = self.append(agency, bets)?;
-        self.sync(appended)
+    /// The agency's bets on disk and whether its FINISH is recorded, once every
+    /// bet stored so far has been made durable.
+    pub fn durable_state(&self, agency: u32) -> (u64, bool) {
+        let end = lock(&self.writer).appended;
+        // A failed flush cuts what it could not keep: the counts below are what
+        // is on disk either way, and the batches concerned get the error.
+        let _ = self.sync(Appended { end });
+        let mut writer = lock(&self.writer);
+        let ledger = writer.agency(agency);
+        (
+            ledger.durable,
+            matches!(ledger.finish, FinishState::Finished(_)),
+        )
     }
 
-    /// Appends a batch's rows in one write, without waiting for the disk. On a
-    /// failed write the file is cut back to its length before the batch.
-    pub fn append(&self, agency: u32, bets: &[ValidBet<'_>]) -> Result<Appended, StorageError> {
+    /// Appends a batch of `agency`'s bets numbered from `first`, in one write at
+    /// the file's end, unless it is not the agency's next batch (see `Append`).
+    /// Does not wait for the disk: `sync` does. On a failed write the file is cut
+    /// back to its length before the batch.
+    pub fn append_batch(
+        &self,
+        agency: u32,
+        first: u64,
+        bets: &[ValidBet<'_>],
+    ) -> Result<Append, StorageError> {
+        let count = bets.len() as u64;
         // A batch of one message's worth of bets makes somewhat more than 8 KiB
         // of rows (the agency and separators are added): one allocation, no growth.
         let mut bytes = Vec::with_capacity(16 * 1024);
         rows::write_rows(&mut bytes, agency, bets);
-        let rows_len = bytes.len() as u64;
         let mut writer = lock(&self.writer);
+        let ledger = *writer.agency(agency);
+        match ledger.finish {
+            FinishState::Finished(_) => return Ok(Append::Finished),
+            FinishState::Finishing if first + count > ledger.stored => {
+                return Ok(Append::Finished);
+            }
+            _ => {}
+        }
+        if first + count <= ledger.stored {
+            return Ok(Append::AlreadyStored(Appended {
+                end: writer.appended,
+            }));
+        }
+        if first != ledger.stored {
+            return Ok(Append::OutOfOrder {
+                expected: ledger.stored,
+            });
+        }
         if writer.needs_cut {
             let len = writer.len;
             writer
@@ -233,18 +451,25 @@ impl BetStore {
                 .map_err(|e| self.io_error("cut back", e))?;
             writer.needs_cut = false;
         }
-        let at = writer.len;
-        if let Err(e) = writer.file.write_all_at(&bytes, at) {
-            // Cut off whatever part of the batch reached the file; if even that fails,
-            // the next append retries the cut before writing.
+        // The file's real end, checked before the write it is the start of.
+        let at = writer
+            .file
+            .metadata()
+            .map_err(|e| self.io_error("inspect", e))?
+            .len();
+        if let Err(e) = writer.file.write_all(&bytes) {
+            // Cut off whatever part of the batch reached the file; if even that
+            // fails, the next append retries the cut before writing.
             writer.needs_cut = writer.file.set_len(at).is_err();
+            writer.len = at;
             return Err(self.io_error("write to", e));
         }
-        writer.len += rows_len;
-        writer.appended += rows_len;
-        Ok(Appended {
-            end: writer.appended,
-        })
+        writer.len = at + bytes.len() as u64;
+        writer.appended += bytes.len() as u64;
+        let end = writer.appended;
+        writer.agency(agency).stored += count;
+        writer.pending.push_back(PendingRows { end, agency, count });
+        Ok(Append::Stored(Appended { end }))
     }
 
     /// Waits until an appended batch is on disk. Batches appended meanwhile by
@@ -282,6 +507,7 @@ impl BetStore {
                 Ok(()) => {
                     state.resolved = state.resolved.max(target);
                     state.durable_len = target_len;
+                    lock(&self.writer).durable_through(target);
                 }
                 Err(e) => self.cut_back_to_durable(&mut state, e),
             }
@@ -297,9 +523,61 @@ impl BetStore {
         let keep = state.durable_len;
         writer.needs_cut = writer.file.set_len(keep).is_err();
         writer.len = keep;
+        writer.forget_pending();
         state.failed.push((state.resolved, writer.appended));
         state.resolved = writer.appended;
         state.last_failure = error.to_string();
+    }
+
+    /// Records that `agency` finished with `total` bets, durably, once every one
+    /// of its stored bets is on disk. A repeat with the same total is recorded
+    /// once; a total other than the agency's stored bets records nothing.
+    pub fn record_finish(&self, agency: u32, total: u64) -> Result<Finish, StorageError> {
+        let mut records = lock(&self.finishes);
+        {
+            let mut writer = lock(&self.writer);
+            let ledger = writer.agency(agency);
+            if let FinishState::Finished(recorded) = ledger.finish {
+                return Ok(if recorded == total {
+                    Finish::Recorded { first_time: false }
+                } else {
+                    Finish::Mismatch { stored: recorded }
+                });
+            }
+            if ledger.stored != total {
+                return Ok(Finish::Mismatch {
+                    stored: ledger.stored,
+                });
+            }
+            ledger.finish = FinishState::Finishing;
+        }
+        let outcome = self.write_finish(&mut records, agency, total);
+        let mut writer = lock(&self.writer);
+        let ledger = writer.agency(agency);
+        ledger.finish = match &outcome {
+            Ok(Finish::Recorded { .. }) => FinishState::Finished(total),
+            _ => FinishState::Open,
+        };
+        outcome
+    }
+
+    /// Makes the agency's bets durable, checks they are all still there, and
+    /// writes its FINISH record.
+    fn write_finish(
+        &self,
+        records: &mut FinishRecords,
+        agency: u32,
+        total: u64,
+    ) -> Result<Finish, StorageError> {
+        let end = lock(&self.writer).appended;
+        self.sync(Appended { end })?;
+        let durable = lock(&self.writer).agency(agency).durable;
+        if durable != total {
+            // A failed flush cut some of them off.
+            return Ok(Finish::Mismatch { stored: durable });
+        }
+        records.append(agency, total)?;
+        Ok(Finish::Recorded { first_time: true })
     }
 
     /// Called when the server stops: flushes to disk whatever was appended and
@@ -334,6 +612,9 @@ pub(crate) struct BetRows {
     stopped: bool,
     /// Rows read so far, to name a bad one (stored rows never span lines).
     rows_read: u64,
+    /// Bytes after the last line end, at the end of the file: a row whose write
+    /// was cut short, never acknowledged, and not a row.
+    unterminated: u64,
 }
 
 /// One line of the file, as `BetRows::next_line` found it at the buffer's front.
@@ -364,7 +645,13 @@ impl BetRows {
             at_end: false,
             stopped: false,
             rows_read: 0,
+            unterminated: 0,
         }
+    }
+
+    /// Once the rows are read: how many bytes follow the last line end.
+    pub fn unterminated_tail(&self) -> u64 {
+        self.unterminated
     }
 
     /// The next row, borrowed from the read buffer, or why it cannot be read.
@@ -395,11 +682,8 @@ impl BetRows {
                 return Ok(Some(Line { len }));
             }
             if self.at_end {
-                if unread.is_empty() {
-                    return Ok(None);
-                }
-                self.lent = unread.len();
-                return Ok(Some(Line { len: unread.len() }));
+                self.unterminated = unread.len() as u64;
+                return Ok(None);
             }
             let (file, offset, to) = (&self.file, self.offset, self.to);
             let refill = self.buffer.refill(|free| {
@@ -475,6 +759,7 @@ fn bad_row(path: &Path, row: u64, reason: &str) -> StorageError {
 mod tests {
     use super::*;
     use crate::bet::Bet;
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
 
     fn bet(first: &str, document: &str, number: u16) -> Bet {
@@ -487,9 +772,18 @@ mod tests {
         }
     }
 
-    fn store(store: &BetStore, agency: u32, bets: &[Bet]) {
+    /// Appends `bets` as `agency`'s batch from `first` and waits for the disk.
+    fn store(store: &BetStore, agency: u32, first: u64, bets: &[Bet]) -> Append {
         let valid: Vec<ValidBet> = bets.iter().map(Bet::valid).collect();
-        store.store_bets(agency, &valid).unwrap();
+        let outcome = store.append_batch(agency, first, &valid).unwrap();
+        if let Append::Stored(appended) | Append::AlreadyStored(appended) = &outcome {
+            store.sync(*appended).unwrap();
+        }
+        outcome
+    }
+
+    fn bets(documents: std::ops::Range<u32>) -> Vec<Bet> {
+        documents.map(|d| bet("Ana", &d.to_string(), 1)).collect()
     }
 
     /// Every row of the file as (agency, bet).
@@ -503,18 +797,23 @@ mod tests {
         all
     }
 
+    fn new_store(dir: &tempfile::TempDir, agencies: u32) -> (BetStore, PathBuf) {
+        let path = dir.path().join("bets.csv");
+        let (store, recovered) = BetStore::open(&path, agencies).unwrap();
+        assert!(!recovered.is_resumed());
+        (store, path)
+    }
+
     #[test]
     fn stored_bets_load_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bets.csv");
-        let bets = BetStore::create(&path).unwrap();
+        let (bets_file, path) = new_store(&dir, 5);
         let batch = vec![bet("Ana", "1", 7574), bet("Luis, \"el\"", "2", 1)];
-        store(&bets, 2, &batch);
-        store(&bets, 5, &[bet("Eva", "3", 7574)]);
-        bets.close().unwrap();
-        let rows = read_all(&path);
+        assert!(matches!(store(&bets_file, 2, 0, &batch), Append::Stored(_)));
+        store(&bets_file, 5, 0, &[bet("Eva", "3", 7574)]);
+        bets_file.close().unwrap();
         assert_eq!(
-            rows,
+            read_all(&path),
             vec![
                 (2, batch[0].clone()),
                 (2, batch[1].clone()),
@@ -524,17 +823,239 @@ mod tests {
     }
 
     #[test]
-    fn rows_across_read_buffer_boundaries_are_read_whole() {
+    fn only_the_batch_that_starts_where_the_stored_bets_end_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bets_file, path) = new_store(&dir, 1);
+        assert!(matches!(
+            store(&bets_file, 1, 0, &bets(0..10)),
+            Append::Stored(_)
+        ));
+        // Sent again after a lost connection: acked, not stored twice.
+        assert!(matches!(
+            store(&bets_file, 1, 0, &bets(0..10)),
+            Append::AlreadyStored(_)
+        ));
+        assert!(matches!(
+            store(&bets_file, 1, 5, &bets(5..10)),
+            Append::AlreadyStored(_)
+        ));
+        // A gap and an overlap store nothing and say where to resume.
+        assert!(matches!(
+            store(&bets_file, 1, 11, &bets(11..12)),
+            Append::OutOfOrder { expected: 10 }
+        ));
+        assert!(matches!(
+            store(&bets_file, 1, 8, &bets(8..12)),
+            Append::OutOfOrder { expected: 10 }
+        ));
+        assert!(matches!(
+            store(&bets_file, 1, 10, &bets(10..12)),
+            Append::Stored(_)
+        ));
+        assert_eq!(bets_file.durable_state(1), (12, false));
+        assert_eq!(read_all(&path).len(), 12);
+    }
+
+    #[test]
+    fn a_finish_needs_the_stored_total_is_recorded_once_and_closes_the_bets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bets_file, path) = new_store(&dir, 2);
+        store(&bets_file, 1, 0, &bets(0..3));
+        assert_eq!(
+            bets_file.record_finish(1, 4).unwrap(),
+            Finish::Mismatch { stored: 3 }
+        );
+        assert_eq!(bets_file.durable_state(1), (3, false));
+        assert_eq!(
+            bets_file.record_finish(1, 3).unwrap(),
+            Finish::Recorded { first_time: true }
+        );
+        assert_eq!(
+            bets_file.record_finish(1, 3).unwrap(),
+            Finish::Recorded { first_time: false }
+        );
+        assert_eq!(bets_file.durable_state(1), (3, true));
+        assert!(matches!(
+            store(&bets_file, 1, 3, &bets(3..4)),
+            Append::Finished
+        ));
+        assert!(matches!(
+            store(&bets_file, 1, 0, &bets(0..3)),
+            Append::Finished
+        ));
+        let records = std::fs::read_to_string(finishes::records_path(&path)).unwrap();
+        assert_eq!(records, "agencies 2\nfinished 1 3\n");
+    }
+
+    #[test]
+    fn the_files_of_a_round_are_for_the_server_user_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_bets_file, path) = new_store(&dir, 1);
+        for file in [path.clone(), finishes::records_path(&path)] {
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
+    }
+
+    #[test]
+    fn a_restart_continues_the_round_from_its_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bets.csv");
-        let bets = BetStore::create(&path).unwrap();
+        {
+            let (bets_file, _) = BetStore::open(&path, 3).unwrap();
+            store(&bets_file, 1, 0, &bets(0..4));
+            store(&bets_file, 2, 0, &bets(10..12));
+            assert_eq!(
+                bets_file.record_finish(2, 2).unwrap(),
+                Finish::Recorded { first_time: true }
+            );
+        }
+        let (bets_file, recovered) = BetStore::open(&path, 3).unwrap();
+        assert_eq!(recovered.bets, 6);
+        assert_eq!(recovered.per_agency, HashMap::from([(1, 4), (2, 2)]));
+        assert_eq!(recovered.finished, HashMap::from([(2, 2)]));
+        assert_eq!(bets_file.durable_state(1), (4, false));
+        assert_eq!(bets_file.durable_state(2), (2, true));
+        assert!(matches!(
+            store(&bets_file, 1, 0, &bets(0..4)),
+            Append::AlreadyStored(_)
+        ));
+        assert!(matches!(
+            store(&bets_file, 1, 4, &bets(4..5)),
+            Append::Stored(_)
+        ));
+    }
+
+    #[test]
+    fn a_last_row_cut_short_is_cut_off_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let whole = "1,A,B,1,2000-01-01,7574\r\n1,A,B,2,2000-01-01,1\r\n";
+        std::fs::write(&path, format!("{whole}1,A,B,3,2000-01-0")).unwrap();
+        let (bets_file, recovered) = BetStore::open(&path, 1).unwrap();
+        assert_eq!((recovered.bets, recovered.cut_bytes), (2, 17));
+        assert!(recovered.records_missing);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+        assert!(matches!(
+            store(&bets_file, 1, 2, &bets(3..4)),
+            Append::Stored(_)
+        ));
+        assert_eq!(read_all(&path).len(), 3);
+    }
+
+    /// Opening `text` as a bets file for `agencies` fails, naming `line`, and
+    /// leaves the file as it was.
+    fn refused(text: &str, agencies: u32, line: u64) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        std::fs::write(&path, text).unwrap();
+        let error = BetStore::open(&path, agencies)
+            .err()
+            .expect("the start is refused");
+        assert!(
+            matches!(error, StorageError::BadRow { row, .. } if row == line),
+            "{error}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        error.to_string()
+    }
+
+    #[test]
+    fn a_bad_row_stops_the_start_naming_its_line_and_touches_nothing() {
+        let good = "1,A,B,1,2000-01-01,1\r\n";
+        let message = refused(&format!("{good}x,A,B,1,2000-01-01,1\r\n{good}"), 1, 2);
+        assert!(
+            message.contains("line 2") && message.contains("bets.csv"),
+            "{message}"
+        );
+        refused(&format!("{good}{good}1,\"A,B,1,2000-01-01,1\r\n"), 1, 3);
+        let message = refused(&format!("{good}7,A,B,1,2000-01-01,1\r\n"), 5, 2);
+        assert!(message.contains("agency 7"), "{message}");
+        refused(&format!("{good}\r\n{good}"), 1, 2);
+        refused(&format!("{good}{}", "9".repeat(5000)), 1, 2);
+    }
+
+    #[test]
+    fn finish_records_must_fit_the_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        std::fs::write(&path, "1,A,B,1,2000-01-01,1\r\n").unwrap();
+        let records = finishes::records_path(&path);
+        for (text, wanted) in [
+            ("agencies 4\n", "SERVER_AGENCIES=4"),
+            ("agencies 5\nfinished 1 2\n", "holds 1 of its bets"),
+            ("agencies 5\nfinished 9 0\n", "agency 9"),
+            ("agencies 5\nwhatever\n", "not `finished"),
+        ] {
+            std::fs::write(&records, text).unwrap();
+            let error = BetStore::open(&path, 5).err().expect("refused").to_string();
+            assert!(error.contains(wanted), "{text:?}: {error}");
+            assert_eq!(std::fs::read_to_string(&records).unwrap(), text);
+        }
+        // A record cut short was never acknowledged: it is cut off.
+        std::fs::write(&records, "agencies 5\nfinished 1 1\nfinis").unwrap();
+        let (bets_file, recovered) = BetStore::open(&path, 5).unwrap();
+        assert_eq!(recovered.finished, HashMap::from([(1, 1)]));
+        assert_eq!(bets_file.durable_state(1), (1, true));
+        assert_eq!(
+            std::fs::read_to_string(&records).unwrap(),
+            "agencies 5\nfinished 1 1\n"
+        );
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_first, path) = new_store(&dir, 1);
+        let error = BetStore::open(&path, 1).err().expect("locked");
+        assert!(matches!(error, StorageError::Locked { .. }), "{error}");
+        assert!(error.to_string().contains("another server"));
+    }
+
+    #[test]
+    fn only_a_regular_file_is_a_bets_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        let mut paths = vec![dir.path().to_path_buf(), PathBuf::from("/dev/null")];
+        if made.is_ok_and(|s| s.success()) {
+            paths.push(fifo);
+        }
+        for path in paths {
+            let error = BetStore::open(&path, 1).err().expect("refused");
+            assert!(
+                matches!(error, StorageError::NotAFile { .. }),
+                "{}: {error}",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn the_draw_reads_the_file_the_store_opened_even_if_the_path_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bets_file, path) = new_store(&dir, 1);
+        store(&bets_file, 1, 0, &bets(0..3));
+        std::fs::rename(&path, dir.path().join("moved.csv")).unwrap();
+        std::fs::write(&path, "1,X,Y,9,2000-01-01,1\r\n").unwrap();
+        let mut rows = BetRows::between(&path, bets_file.reader().unwrap(), 0, u64::MAX);
+        let mut documents = Vec::new();
+        while let Some(row) = rows.next_row() {
+            documents.push(row.unwrap().document().to_vec());
+        }
+        assert_eq!(documents, [b"0".to_vec(), b"1".to_vec(), b"2".to_vec()]);
+    }
+
+    #[test]
+    fn rows_across_read_buffer_boundaries_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bets_file, path) = new_store(&dir, 1);
         // About 2.5 read buffers of rows of varying length, so rows straddle the
         // boundaries at different offsets.
         let rows_total = 60_000u32;
-        for chunk in (0..rows_total).collect::<Vec<_>>().chunks(1000) {
-            let batch: Vec<Bet> = chunk
-                .iter()
-                .map(|&i| {
+        for start in (0..rows_total).step_by(1000) {
+            let batch: Vec<Bet> = (start..start + 1000)
+                .map(|i| {
                     bet(
                         &"N".repeat(1 + (i % 7) as usize),
                         &i.to_string(),
@@ -542,11 +1063,10 @@ mod tests {
                     )
                 })
                 .collect();
-            store(&bets, u32::MAX, &batch);
+            store(&bets_file, 1, u64::from(start), &batch);
         }
-        bets.close().unwrap();
+        bets_file.close().unwrap();
         assert!(std::fs::metadata(&path).unwrap().len() > 2 * READ_BUFFER_LEN as u64);
-
         let mut reader = BetRows::open(&path).unwrap();
         let mut seen = 0u32;
         while let Some(row) = reader.next_row() {
@@ -559,13 +1079,14 @@ mod tests {
     }
 
     #[test]
-    fn a_last_row_without_line_end_counts_and_an_endless_row_stops_reading() {
+    fn an_unterminated_tail_is_not_a_row_and_an_endless_row_stops_reading() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bets.csv");
         std::fs::write(&path, "1,A,B,1,2000-01-01,7574\r\n2,A,B,2,2000-01-01,7574").unwrap();
-        let rows = read_all(&path);
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1].1.document, "2");
+        let mut rows = BetRows::open(&path).unwrap();
+        assert!(rows.next_row().unwrap().is_ok());
+        assert!(rows.next_row().is_none());
+        assert_eq!(rows.unterminated_tail(), 23);
 
         std::fs::write(&path, vec![b'1'; READ_BUFFER_LEN + 10]).unwrap();
         let mut rows = BetRows::open(&path).unwrap();
@@ -575,33 +1096,23 @@ mod tests {
     }
 
     #[test]
-    fn a_file_holding_bets_is_refused_and_left_untouched() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bets.csv");
-        std::fs::write(&path, "1,A,B,1,2000-01-01,1\r\n").unwrap();
-        let error = BetStore::create(&path).err().unwrap();
-        assert!(matches!(error, StorageError::NotEmpty { len: 22, .. }));
-        assert!(error.to_string().contains("SERVER_BETS_FILE"));
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "1,A,B,1,2000-01-01,1\r\n"
-        );
-    }
-
-    #[test]
     fn concurrent_batches_are_whole_rows_and_all_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bets.csv");
-        let bets = Arc::new(BetStore::create(&path).unwrap());
+        let (bets_file, path) = new_store(&dir, 8);
+        let bets_file = Arc::new(bets_file);
         let threads: Vec<_> = (1..=8u32)
             .map(|agency| {
-                let bets = Arc::clone(&bets);
+                let bets_file = Arc::clone(&bets_file);
                 std::thread::spawn(move || {
                     for round in 0..20u16 {
                         let batch: Vec<Bet> = (0..30u16)
                             .map(|i| bet("Ana María", &format!("{agency}{round:02}{i:02}"), i))
                             .collect();
-                        store(&bets, agency, &batch);
+                        let first = u64::from(round) * 30;
+                        assert!(matches!(
+                            store(&bets_file, agency, first, &batch),
+                            Append::Stored(_)
+                        ));
                     }
                 })
             })
@@ -620,6 +1131,9 @@ mod tests {
                     .enumerate()
                     .all(|(i, r)| usize::from(r.1.number) == i)
             );
+        }
+        for agency in 1..=8 {
+            assert_eq!(bets_file.durable_state(agency), (600, false));
         }
     }
 

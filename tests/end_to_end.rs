@@ -82,25 +82,6 @@ fn the_official_dataset_gives_the_published_winners() {
 }
 
 #[test]
-fn a_bets_file_with_bets_in_it_stops_the_server_from_starting() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bets.csv");
-    std::fs::write(&path, "1,Ana,Gil,1,2000-01-01,1\r\n").unwrap();
-    let output = run_expecting(
-        Command::new(SERVER_BIN)
-            .env("SERVER_PORT", "0")
-            .env("SERVER_BETS_FILE", &path),
-        2,
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
-    assert_eq!(
-        std::fs::read_to_string(&path).unwrap(),
-        "1,Ana,Gil,1,2000-01-01,1\r\n"
-    );
-}
-
-#[test]
 fn a_bad_setting_names_the_variable_and_exits_2() {
     let output = run_expecting(Command::new(SERVER_BIN).env("SERVER_AGENCIES", "many"), 2);
     assert!(String::from_utf8_lossy(&output.stderr).contains("SERVER_AGENCIES=\"many\""));
@@ -183,10 +164,10 @@ fn start_up_errors_name_the_setting_and_the_fix_and_exit_2() {
 #[test]
 fn a_finish_names_the_agencies_still_missing() {
     let server = ServerProcess::start(5, &[]);
-    let mut stream = connect(server.port);
     for agency in [2, 1, 3] {
+        let (mut stream, _, _) = session(server.port, agency);
         assert_eq!(
-            exchange(&mut stream, &finish_message(agency)),
+            exchange(&mut stream, &finish_message(agency, 0)),
             Wire::FinishAck(agency)
         );
     }

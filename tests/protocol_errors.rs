@@ -1,71 +1,86 @@
-//! Every protocol error, one test each, against the server in-process: the
-//! documented code, a detail for a person, the connection closed or still
-//! usable as PROTOCOL.md says, and nothing of a refused message stored.
+//! Every protocol error and every rule of protocol version 2, one test each,
+//! against the server in-process: the documented code, a detail for a person,
+//! the connection closed or still usable as PROTOCOL.md says, and nothing of a
+//! refused message stored.
 
 mod common;
 
 use common::*;
 use std::net::TcpStream;
 
-/// The connection still works: a good batch is stored and acked on it.
-fn assert_still_open(stream: &mut TcpStream, agency: u32, document: &str) {
+/// The connection still works: the agency's next batch is stored and acked on it.
+fn assert_still_open(stream: &mut TcpStream, agency: u32, first: u32, document: &str) {
     assert_eq!(
-        exchange(stream, &bets_message(agency, 1, &[good_bet(document, 1)])),
+        exchange(
+            stream,
+            &bets_message(agency, first, 1, &[good_bet(document, 1)])
+        ),
         Wire::BetsAck(1),
         "the connection stays usable after this error"
     );
 }
 
-/// `bytes` on a new connection get ERROR `code` and a close; nothing is stored.
-fn refused_and_closed(bytes: &[u8], code: u16) {
+/// `bytes`, sent by agency 1 after its HELLO (or with no HELLO at all), get
+/// ERROR `code` and a close; nothing is stored and the server serves others.
+fn refused_and_closed(hello_first: bool, bytes: &[u8], code: u16) -> String {
     let server = TestServer::start(2, &[]);
-    let mut stream = connect(server.port);
+    let mut stream = if hello_first {
+        session(server.port, 1).0
+    } else {
+        connect(server.port)
+    };
     let detail = expect_error(exchange(&mut stream, bytes), code);
     assert!(!detail.is_empty(), "a detail for a person");
     assert_closed(&mut stream);
-    // The server still serves others, and stored nothing of the refused bytes.
-    let mut other = connect(server.port);
-    assert_still_open(&mut other, 1, "999");
+    let (mut other, _, _) = session(server.port, 2);
+    assert_still_open(&mut other, 2, 0, "999");
     assert_eq!(server.stored_rows().len(), 1);
+    detail
 }
 
 macro_rules! closing_case {
-    ($name:ident, $bytes:expr, $code:expr) => {
+    ($name:ident, $hello_first:expr, $bytes:expr, $code:expr) => {
         #[test]
         fn $name() {
-            refused_and_closed(&$bytes, $code);
+            refused_and_closed($hello_first, &$bytes, $code);
         }
     };
 }
 
 closing_case!(
     an_unknown_message_id_is_unknown_message,
+    true,
     [0x12, 0x34, 0, 0, 0, 1],
     code::UNKNOWN_MESSAGE
 );
 closing_case!(
     a_reply_id_sent_as_a_request_is_unknown_message,
-    [0, 2, 0, 1],
+    true,
+    [0, 0x0A, 0, 1],
     code::UNKNOWN_MESSAGE
 );
 closing_case!(
     a_message_declared_over_8192_bytes_is_too_large,
-    [0, 1, 0, 0, 0, 1, 0, 1, 0x1F, 0xF7],
+    true,
+    [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0x1F, 0xF3],
     code::TOO_LARGE
 );
 closing_case!(
     a_count_that_does_not_match_the_body_is_malformed,
+    true,
     {
-        let mut bytes = bets_message(1, 2, &[good_bet("1", 1)]);
-        bytes[7] = 2;
+        let mut bytes = bets_message(1, 0, 2, &[good_bet("1", 1)]);
+        bytes[11] = 2;
         bytes
     },
     code::MALFORMED
 );
 closing_case!(
     bad_utf8_in_a_name_is_malformed,
+    true,
     bets_message(
         1,
+        0,
         1,
         &[bet_bytes(b"\xC3\x28", b"Gil", b"1", b"2000-01-01", 1)]
     ),
@@ -73,28 +88,114 @@ closing_case!(
 );
 closing_case!(
     a_count_of_zero_is_malformed,
-    bets_message(1, 0, &[]),
+    true,
+    bets_message(1, 0, 0, &[]),
     code::MALFORMED
 );
 closing_case!(
     trailing_bytes_after_the_bets_are_malformed,
+    true,
     {
-        let mut bytes = bets_message(1, 1, &[good_bet("1", 1), vec![0xAB]]);
-        bytes[7] = 1;
+        let mut bytes = bets_message(1, 0, 1, &[good_bet("1", 1), vec![0xAB]]);
+        bytes[11] = 1;
         bytes
     },
     code::MALFORMED
 );
+closing_case!(
+    a_batch_numbered_past_the_last_bet_number_is_malformed,
+    true,
+    bets_message(1, u32::MAX, 1, &[good_bet("1", 1)]),
+    code::MALFORMED
+);
+closing_case!(
+    a_token_over_255_bytes_is_malformed,
+    false,
+    hello_message(1, &[b'x'; 256]),
+    code::MALFORMED
+);
+closing_case!(
+    a_token_that_is_not_utf8_is_malformed,
+    false,
+    hello_message(1, b"\xFF\xFE"),
+    code::MALFORMED
+);
+closing_case!(
+    a_malformed_message_before_hello_is_malformed_not_unauthorized,
+    false,
+    bets_message(1, 0, 0, &[]),
+    code::MALFORMED
+);
+closing_case!(
+    bets_before_hello_are_unauthorized,
+    false,
+    bets_message(1, 0, 1, &[good_bet("1", 1)]),
+    code::UNAUTHORIZED
+);
+closing_case!(
+    finish_before_hello_is_unauthorized,
+    false,
+    finish_message(1, 0),
+    code::UNAUTHORIZED
+);
+closing_case!(
+    get_winners_before_hello_is_unauthorized,
+    false,
+    get_winners_message(1),
+    code::UNAUTHORIZED
+);
+closing_case!(
+    a_second_hello_is_unauthorized,
+    true,
+    hello_message(1, ANY_TOKEN),
+    code::UNAUTHORIZED
+);
+closing_case!(
+    bets_naming_another_agency_are_unauthorized,
+    true,
+    bets_message(2, 0, 1, &[good_bet("1", 1)]),
+    code::UNAUTHORIZED
+);
+closing_case!(
+    a_finish_naming_another_agency_is_unauthorized,
+    true,
+    finish_message(2, 0),
+    code::UNAUTHORIZED
+);
+closing_case!(
+    get_winners_naming_another_agency_is_unauthorized,
+    true,
+    get_winners_message(2),
+    code::UNAUTHORIZED
+);
+
+#[test]
+fn a_hello_from_an_agency_not_taking_part_is_unknown_agency_and_closes() {
+    for agency in [0, 3, u32::MAX] {
+        let detail = refused_and_closed(
+            false,
+            &hello_message(agency, ANY_TOKEN),
+            code::UNKNOWN_AGENCY,
+        );
+        assert!(detail.contains("1 to 2"), "{detail}");
+    }
+}
+
+#[test]
+fn an_unknown_agency_is_reported_before_a_bad_token() {
+    // Without tokens any token is accepted; an unknown agency is still refused first.
+    refused_and_closed(false, &hello_message(9, b""), code::UNKNOWN_AGENCY);
+}
 
 /// A batch whose second bet is `bad` is refused whole, its index named, and the
 /// connection stays usable.
 fn invalid_bet(bad: Vec<u8>) {
     let server = TestServer::start(1, &[]);
-    let mut stream = connect(server.port);
-    let batch = bets_message(1, 2, &[good_bet("5", 7574), bad]);
+    let (mut stream, _, _) = session(server.port, 1);
+    let batch = bets_message(1, 0, 2, &[good_bet("5", 7574), bad]);
     let detail = expect_error(exchange(&mut stream, &batch), code::INVALID_BET);
     assert!(detail.contains("index 1"), "{detail}");
-    assert_still_open(&mut stream, 1, "100");
+    assert_still_open(&mut stream, 1, 0, "100");
     assert_eq!(
         server.stored_rows().len(),
         1,
@@ -200,46 +301,19 @@ invalid_bet_case!(
     10_000
 );
 
-/// `request` names an agency outside 1..=N: UNKNOWN_AGENCY, connection open.
-fn unknown_agency(request: Vec<u8>) {
-    let server = TestServer::start(6, &[]);
-    let mut stream = connect(server.port);
-    let detail = expect_error(exchange(&mut stream, &request), code::UNKNOWN_AGENCY);
-    assert!(detail.contains("1 to 6"), "{detail}");
-    assert_still_open(&mut stream, 6, "101");
-    assert_eq!(server.stored_rows().len(), 1);
-}
-
-#[test]
-fn bets_from_agency_7_of_6_are_unknown_agency() {
-    unknown_agency(bets_message(7, 1, &[good_bet("1", 1)]));
-}
-
-#[test]
-fn bets_from_agency_0_are_unknown_agency() {
-    unknown_agency(bets_message(0, 1, &[good_bet("1", 1)]));
-}
-
-#[test]
-fn finish_from_an_unknown_agency_is_unknown_agency() {
-    unknown_agency(finish_message(99));
-}
-
-#[test]
-fn get_winners_of_an_unknown_agency_is_unknown_agency() {
-    unknown_agency(get_winners_message(0));
-}
-
 #[test]
 fn bets_after_finish_are_agency_finished_and_the_connection_stays_open() {
     let server = TestServer::start(2, &[]);
-    let mut stream = connect(server.port);
+    let (mut stream, _, _) = session(server.port, 1);
     assert_eq!(
-        exchange(&mut stream, &finish_message(1)),
+        exchange(&mut stream, &finish_message(1, 0)),
         Wire::FinishAck(1)
     );
     let detail = expect_error(
-        exchange(&mut stream, &bets_message(1, 1, &[good_bet("102", 7574)])),
+        exchange(
+            &mut stream,
+            &bets_message(1, 0, 1, &[good_bet("102", 7574)]),
+        ),
         code::AGENCY_FINISHED,
     );
     assert!(detail.contains("FINISH"), "{detail}");
@@ -252,21 +326,140 @@ fn bets_after_finish_are_agency_finished_and_the_connection_stays_open() {
 }
 
 #[test]
-fn an_unknown_agency_is_reported_before_a_bad_bet() {
-    let server = TestServer::start(6, &[]);
-    let mut stream = connect(server.port);
-    let both = bets_message(42, 1, &[bet_bytes(b"", b"", b"x", b"y", 10_000)]);
-    expect_error(exchange(&mut stream, &both), code::UNKNOWN_AGENCY);
+fn a_bad_bet_is_reported_before_a_finished_agency() {
+    let server = TestServer::start(2, &[]);
+    let (mut stream, _, _) = session(server.port, 1);
+    assert_eq!(
+        exchange(&mut stream, &finish_message(1, 0)),
+        Wire::FinishAck(1)
+    );
+    let both = bets_message(1, 0, 1, &[bet_bytes(b"", b"Gil", b"1", b"2000-01-01", 1)]);
+    expect_error(exchange(&mut stream, &both), code::INVALID_BET);
 }
 
 #[test]
-fn a_bad_bet_is_reported_before_a_finished_agency() {
-    let server = TestServer::start(2, &[]);
-    let mut stream = connect(server.port);
+fn a_batch_sent_again_after_it_was_stored_is_acked_and_stored_once() {
+    let server = TestServer::start(1, &[]);
+    let documents: Vec<String> = (0..5).map(|i| format!("{i}")).collect();
+    let (mut stream, _, _) = session(server.port, 1);
     assert_eq!(
-        exchange(&mut stream, &finish_message(1)),
+        exchange(&mut stream, &batch_of(1, 0, &documents, 1)),
+        Wire::BetsAck(5)
+    );
+    // The same batch, on the same connection and on a new one after a "lost" ack.
+    assert_eq!(
+        exchange(&mut stream, &batch_of(1, 0, &documents, 1)),
+        Wire::BetsAck(5)
+    );
+    let (mut again, stored, status) = session(server.port, 1);
+    assert_eq!((stored, status), (5, 0));
+    assert_eq!(
+        exchange(&mut again, &batch_of(1, 0, &documents[..3], 1)),
+        Wire::BetsAck(3)
+    );
+    assert_eq!(server.stored_rows().len(), 5);
+}
+
+#[test]
+fn a_gap_is_out_of_order_names_the_expected_bet_and_stores_nothing() {
+    let server = TestServer::start(1, &[]);
+    let (mut stream, _, _) = session(server.port, 1);
+    assert_eq!(
+        exchange(&mut stream, &batch_of(1, 0, &["1".into(), "2".into()], 1)),
+        Wire::BetsAck(2)
+    );
+    let detail = expect_error(
+        exchange(&mut stream, &batch_of(1, 5, &["6".into()], 1)),
+        code::OUT_OF_ORDER,
+    );
+    assert!(detail.contains("bet 2"), "{detail}");
+    assert_still_open(&mut stream, 1, 2, "3");
+    assert_eq!(server.stored_rows().len(), 3);
+}
+
+#[test]
+fn an_overlap_is_out_of_order_and_stores_nothing() {
+    let server = TestServer::start(1, &[]);
+    let (mut stream, _, _) = session(server.port, 1);
+    let three: Vec<String> = (0..3).map(|i| i.to_string()).collect();
+    assert_eq!(
+        exchange(&mut stream, &batch_of(1, 0, &three, 1)),
+        Wire::BetsAck(3)
+    );
+    expect_error(
+        exchange(&mut stream, &batch_of(1, 2, &three, 1)),
+        code::OUT_OF_ORDER,
+    );
+    assert_eq!(server.stored_rows().len(), 3);
+}
+
+#[test]
+fn a_bad_bet_is_reported_before_out_of_order() {
+    let server = TestServer::start(1, &[]);
+    let (mut stream, _, _) = session(server.port, 1);
+    let both = bets_message(
+        1,
+        7,
+        1,
+        &[bet_bytes(b"Ana", b"Gil", b"x", b"2000-01-01", 1)],
+    );
+    expect_error(exchange(&mut stream, &both), code::INVALID_BET);
+}
+
+#[test]
+fn a_finish_with_a_wrong_total_is_count_mismatch_and_does_not_count() {
+    let server = TestServer::start(1, &[("SERVER_DRAW_WAIT_MS", "0")]);
+    let (mut stream, _, _) = session(server.port, 1);
+    assert_eq!(
+        exchange(&mut stream, &batch_of(1, 0, &["7".into()], 7574)),
+        Wire::BetsAck(1)
+    );
+    let detail = expect_error(
+        exchange(&mut stream, &finish_message(1, 2)),
+        code::COUNT_MISMATCH,
+    );
+    assert!(
+        detail.contains('2') && detail.contains('1'),
+        "both numbers: {detail}"
+    );
+    // Not counted: the draw (one agency) has not happened.
+    assert_eq!(
+        exchange(&mut stream, &get_winners_message(1)),
+        Wire::NoWinners
+    );
+    let (_, stored, status) = session(server.port, 1);
+    assert_eq!((stored, status), (1, 0));
+    // The right total is recorded, and the draw follows.
+    assert_eq!(
+        exchange(&mut stream, &finish_message(1, 1)),
         Wire::FinishAck(1)
     );
-    let both = bets_message(1, 1, &[bet_bytes(b"", b"Gil", b"1", b"2000-01-01", 1)]);
-    expect_error(exchange(&mut stream, &both), code::INVALID_BET);
+    assert_eq!(fetch_winners(server.port, 1), vec!["7".to_string()]);
+}
+
+#[test]
+fn welcome_reports_the_stored_bets_and_where_the_round_stands() {
+    let server = TestServer::start(2, &[("SERVER_DRAW_WAIT_MS", "0")]);
+    assert_eq!(session(server.port, 1).1, 0);
+    let (mut stream, _, _) = session(server.port, 1);
+    let documents: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+    assert_eq!(
+        exchange(&mut stream, &batch_of(1, 0, &documents, 1)),
+        Wire::BetsAck(4)
+    );
+    assert_eq!(session(server.port, 1).1, 4);
+    assert_eq!(
+        exchange(&mut stream, &finish_message(1, 4)),
+        Wire::FinishAck(1)
+    );
+    let (_, stored, status) = session(server.port, 1);
+    assert_eq!((stored, status), (4, 1), "finished, not drawn");
+    let (mut other, _, _) = session(server.port, 2);
+    assert_eq!(
+        exchange(&mut other, &finish_message(2, 0)),
+        Wire::FinishAck(2)
+    );
+    fetch_winners(server.port, 2);
+    let (_, stored, status) = session(server.port, 1);
+    assert_eq!((stored, status), (4, 2), "drawn");
 }

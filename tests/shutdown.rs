@@ -83,6 +83,8 @@ fn stop_during_ingest(signal: &str) {
                 // Small batches, one at a time: the ingest lasts past the signal.
                 .env("CLI_BATCH_MAXAMOUNT", "10")
                 .env("CLI_BATCHES_IN_FLIGHT", "1")
+                // With the server gone, they give up after 2 s without progress.
+                .env("CLI_TIMEOUT_S", "2")
                 .spawn()
                 .unwrap()
         })
@@ -143,7 +145,7 @@ fn sigterm_and_sigint_wake_get_winners_waiting_on_the_draw() {
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 std::thread::spawn(move || {
-                    let mut stream = connect(port);
+                    let (mut stream, _, _) = session(port, 1);
                     exchange(&mut stream, &get_winners_message(1))
                 })
             })
@@ -168,23 +170,31 @@ fn sigterm_and_sigint_wake_get_winners_waiting_on_the_draw() {
 }
 
 #[test]
-fn sigterm_to_a_client_closes_its_socket_and_exits_0() {
-    // Agency 2 never finishes, so the client keeps asking for the winners.
-    let server = ServerProcess::start(2, &LONG_TIMEOUTS);
-    let mut client = client_command(1, &server.address(), &agency_file(&default_data_dir(), 1))
-        .env("CLI_TIMEOUT_S", "600")
-        .spawn()
-        .unwrap();
-    server.wait_for_log("agencia: 1 | total_agencias_finalizadas: 1");
-    signal_pid(client.id(), "TERM");
-    let status = wait_child(&mut client).expect("the client exits long before its timeout");
-    let mut log = String::new();
-    client
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    assert!(status.success(), "{log}");
-    assert!(log.contains("action: shutdown | result: success"), "{log}");
+fn a_signal_before_the_winners_stops_the_client_with_128_plus_its_number() {
+    for (signal, status) in [("TERM", 143), ("INT", 130)] {
+        // Agency 2 never finishes, so the client keeps asking for the winners.
+        let server = ServerProcess::start(2, &LONG_TIMEOUTS);
+        let mut client = client_command(1, &server.address(), &agency_file(&default_data_dir(), 1))
+            .env("CLI_TIMEOUT_S", "600")
+            .spawn()
+            .unwrap();
+        server.wait_for_log("agencia: 1 | total_agencias_finalizadas: 1");
+        signal_pid(client.id(), signal);
+        let exit = wait_child(&mut client).expect("the client exits long before its timeout");
+        let mut log = String::new();
+        client
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        assert_eq!(exit.code(), Some(status), "{log}");
+        assert!(log.contains("action: shutdown | result: success"), "{log}");
+        assert!(
+            log.contains(
+                "action: exit | result: fail | apuestas_confirmadas: 2000 | apuestas_leidas: 2000"
+            ),
+            "{log}"
+        );
+    }
 }

@@ -4,6 +4,8 @@
 use log::{LevelFilter, error, info, warn};
 use lottery::{Agency, ClientConfig, ClientError, CommandLine, Shutdown};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Exit status of a configuration or start-up error.
 const START_FAILED: u8 = 2;
@@ -41,8 +43,12 @@ fn main() -> ExitCode {
 
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
+    // The signal that stopped the run, for the exit status (128 + its number).
+    let stopped_by = Arc::new(AtomicU8::new(0));
+    let signal_number = Arc::clone(&stopped_by);
     let signals = lottery::on_signal(move |signal| {
         info!("action: shutdown | result: in_progress | signal: {signal}");
+        signal_number.store(if signal == "SIGINT" { 2 } else { 15 }, Ordering::SeqCst);
         stop.trigger();
     });
     if let Err(e) = &signals {
@@ -61,10 +67,13 @@ fn main() -> ExitCode {
             info!("action: exit | result: success");
             ExitCode::SUCCESS
         }
-        Err(ClientError::Interrupted) => {
+        Err(ClientError::Interrupted { acked, read }) => {
             info!("action: shutdown | result: success | detail: socket closed");
-            info!("action: exit | result: success");
-            ExitCode::SUCCESS
+            let e = ClientError::Interrupted { acked, read };
+            error!(
+                "action: exit | result: fail | apuestas_confirmadas: {acked} | apuestas_leidas: {read} | error: {e}"
+            );
+            ExitCode::from(128 + stopped_by.load(Ordering::SeqCst).max(2))
         }
         Err(e) => {
             error!("action: exit | result: fail | error: {e}");

@@ -35,7 +35,6 @@ impl<'a> StoredRow<'a> {
 
     /// Checks that the names are two CSV fields of UTF-8 text and the birthdate
     /// is UTF-8, without copying anything.
-    #[cfg(test)]
     pub fn check_names(&self) -> Result<(), &'static str> {
         let (first, rest) = split_field(self.names)?;
         let rest = rest.ok_or("5 columns, expected 6")?;
@@ -193,7 +192,6 @@ fn split_trailing_digits(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 /// Splits the first CSV field off `input`: the field as written (quotes
 /// included), and what follows the comma after it (`None` if the field ends
 /// the input).
-#[cfg(test)]
 fn split_field(input: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
     if !input.starts_with(b"\"") {
         let end = input.iter().position(|&b| b == b',');

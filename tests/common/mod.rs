@@ -7,11 +7,13 @@
 mod data;
 mod inprocess;
 mod process;
+mod proxy;
 mod wire;
 
 pub use data::*;
 pub use inprocess::*;
 pub use process::*;
+pub use proxy::*;
 pub use wire::*;
 
 use std::time::{Duration, Instant};

@@ -27,12 +27,24 @@ pub fn describe(command: &Command, output: &Output) -> String {
     text
 }
 
-/// Runs `command` to its end and checks its exit code.
+/// Runs `command` to its end (killed if it runs for `HANG`) and checks its exit code.
 pub fn run_expecting(command: &mut Command, code: i32) -> Output {
-    let output = command
+    let mut child = command
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
+    let finished = wait_child(&mut child).is_some();
+    if !finished {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("the command's output");
+    assert!(
+        finished,
+        "still running after {HANG:?}:\n{}",
+        describe(command, &output)
+    );
     assert_eq!(
         output.status.code(),
         Some(code),
@@ -47,26 +59,31 @@ pub fn run_expecting(command: &mut Command, code: i32) -> Output {
 pub struct ServerProcess {
     pub child: Child,
     pub port: u16,
-    pub dir: tempfile::TempDir,
     pub bets_file: PathBuf,
     pub log_file: PathBuf,
     command: String,
+    /// The temporary directory the server runs in, when it owns one.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl ServerProcess {
     /// Starts the server for `agencies` agencies on 127.0.0.1, port 0, a bets
-    /// file in a new temporary directory and a 200 ms draw wait.
+    /// file in a new temporary directory and a 200 ms draw wait, and waits
+    /// until it is ready.
     pub fn start(agencies: u32, env: &[(&str, &str)]) -> ServerProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let bets_file = dir.path().join("bets.csv");
-        Self::start_with_file(agencies, env, dir, bets_file)
+        let mut server = Self::start_in(agencies, env, dir.path(), &bets_file);
+        server._dir = Some(dir);
+        server
     }
 
-    pub fn start_with_file(
+    /// As `start`, in `dir` (its log goes there) with the bets file at `bets_file`.
+    pub fn start_in(
         agencies: u32,
         env: &[(&str, &str)],
-        dir: tempfile::TempDir,
-        bets_file: PathBuf,
+        dir: &Path,
+        bets_file: &Path,
     ) -> ServerProcess {
         let mut server = Self::spawn(agencies, env, dir, bets_file);
         let line = server.wait_for_log("action: config | result: success");
@@ -79,14 +96,14 @@ impl ServerProcess {
         server
     }
 
-    /// Starts the server without waiting for it to be ready.
+    /// Starts the server in `dir` without waiting for it to be ready.
     pub fn spawn(
         agencies: u32,
         env: &[(&str, &str)],
-        dir: tempfile::TempDir,
-        bets_file: PathBuf,
+        dir: &Path,
+        bets_file: &Path,
     ) -> ServerProcess {
-        let log_file = dir.path().join(format!(
+        let log_file = dir.join(format!(
             "server-{}.log",
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -97,9 +114,9 @@ impl ServerProcess {
             .env("SERVER_PORT", "0")
             .env("SERVER_IP", "127.0.0.1")
             .env("SERVER_AGENCIES", agencies.to_string())
-            .env("SERVER_BETS_FILE", &bets_file)
+            .env("SERVER_BETS_FILE", bets_file)
             .env("SERVER_DRAW_WAIT_MS", "200")
-            .current_dir(dir.path())
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_file).expect("create the server's log file"));
@@ -110,11 +127,17 @@ impl ServerProcess {
         ServerProcess {
             child,
             port: 0,
-            dir,
-            bets_file,
+            bets_file: bets_file.to_path_buf(),
             log_file,
             command: format!("{command:?}"),
+            _dir: None,
         }
+    }
+
+    /// Waits for the server to exit by itself; returns its status and log.
+    pub fn wait_for_exit_and_log(&mut self) -> (ExitStatus, String) {
+        let status = self.wait_exit();
+        (status, self.log_lines().join("\n"))
     }
 
     pub fn address(&self) -> String {

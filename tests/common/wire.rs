@@ -16,7 +16,13 @@ pub mod code {
     pub const STORAGE: u16 = 7;
     pub const BUSY: u16 = 8;
     pub const SHUTTING_DOWN: u16 = 9;
+    pub const UNAUTHORIZED: u16 = 10;
+    pub const OUT_OF_ORDER: u16 = 11;
+    pub const COUNT_MISMATCH: u16 = 12;
 }
+
+/// The token the tests' HELLO carries when the server needs none.
+pub const ANY_TOKEN: &[u8] = b"a-token-for-tests";
 
 /// A socket to the server with generous timeouts, so a broken test fails, not hangs.
 pub fn connect(port: u16) -> TcpStream {
@@ -59,26 +65,38 @@ pub fn good_bet(document: &str, number: u16) -> Vec<u8> {
     )
 }
 
-/// A BETS message with an explicit count over the concatenated bet bytes.
-pub fn bets_message(agency: u32, count: u16, bets: &[Vec<u8>]) -> Vec<u8> {
+/// A HELLO for `agency` with `token`.
+pub fn hello_message(agency: u32, token: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 9];
+    out.extend_from_slice(&agency.to_be_bytes());
+    str16(&mut out, token);
+    out
+}
+
+/// A BETS message numbered from `first`, with an explicit count over the
+/// concatenated bet bytes.
+pub fn bets_message(agency: u32, first: u32, count: u16, bets: &[Vec<u8>]) -> Vec<u8> {
     let body: Vec<u8> = bets.concat();
     let mut out = vec![0, 1];
     out.extend_from_slice(&agency.to_be_bytes());
+    out.extend_from_slice(&first.to_be_bytes());
     out.extend_from_slice(&count.to_be_bytes());
     out.extend_from_slice(&u16::try_from(body.len()).unwrap_or(u16::MAX).to_be_bytes());
     out.extend_from_slice(&body);
     out
 }
 
-/// A BETS message of one good bet per document, each on 7574 when `win`.
-pub fn batch_of(agency: u32, documents: &[String], number: u16) -> Vec<u8> {
+/// A BETS message numbered from `first` of one good bet per document, all
+/// playing `number`.
+pub fn batch_of(agency: u32, first: u32, documents: &[String], number: u16) -> Vec<u8> {
     let bets: Vec<Vec<u8>> = documents.iter().map(|d| good_bet(d, number)).collect();
-    bets_message(agency, u16::try_from(bets.len()).unwrap(), &bets)
+    bets_message(agency, first, u16::try_from(bets.len()).unwrap(), &bets)
 }
 
-pub fn finish_message(agency: u32) -> Vec<u8> {
+pub fn finish_message(agency: u32, total: u32) -> Vec<u8> {
     let mut out = vec![0, 3];
     out.extend_from_slice(&agency.to_be_bytes());
+    out.extend_from_slice(&total.to_be_bytes());
     out
 }
 
@@ -91,6 +109,8 @@ pub fn get_winners_message(agency: u32) -> Vec<u8> {
 /// A reply as read off the wire.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Wire {
+    /// WELCOME: stored, status.
+    Welcome(u32, u8),
     BetsAck(u16),
     FinishAck(u32),
     NoWinners,
@@ -131,6 +151,14 @@ pub fn read_wire(stream: &mut TcpStream) -> Wire {
         u16::from_be_bytes(b)
     };
     match u16::from_be_bytes(id) {
+        0x0A => {
+            let mut b = [0u8; 5];
+            assert!(
+                read_exact_or_closed(stream, &mut b),
+                "closed inside a reply"
+            );
+            Wire::Welcome(u32::from_be_bytes([b[0], b[1], b[2], b[3]]), b[4])
+        }
         2 => Wire::BetsAck(u16_field(stream)),
         4 => {
             let mut b = [0u8; 4];
@@ -157,6 +185,16 @@ pub fn read_wire(stream: &mut TcpStream) -> Wire {
             }
         }
         other => panic!("unknown reply id {other:#06x}"),
+    }
+}
+
+/// A connection whose session for `agency` is open: HELLO sent, WELCOME read.
+/// Returns it with the WELCOME's stored count and status.
+pub fn session(port: u16, agency: u32) -> (TcpStream, u32, u8) {
+    let mut stream = connect(port);
+    match exchange(&mut stream, &hello_message(agency, ANY_TOKEN)) {
+        Wire::Welcome(stored, status) => (stream, stored, status),
+        other => panic!("expected WELCOME for agency {agency}, got {other:?}"),
     }
 }
 
@@ -212,7 +250,7 @@ pub fn read_winners(stream: &mut TcpStream) -> Option<Vec<String>> {
 /// has happened; returns the documents in the order the server sent them.
 pub fn fetch_winners(port: u16, agency: u32) -> Vec<String> {
     super::wait_until(&format!("the winners of agency {agency}"), || {
-        let mut stream = connect(port);
+        let (mut stream, _, _) = session(port, agency);
         stream
             .write_all(&get_winners_message(agency))
             .expect("send");

@@ -1,0 +1,94 @@
+//! A TCP proxy that cuts every connection: it forwards bytes between a client
+//! and the server until a random number of them has crossed, then closes both
+//! sides, in whichever direction the budget ran out.
+
+use super::xorshift;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// A running proxy; stopped when dropped.
+pub struct CuttingProxy {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    /// Connections cut before either side closed them.
+    pub cuts: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CuttingProxy {
+    /// Forwards to `upstream`; each connection gets a budget of 1 to
+    /// `max_bytes` bytes (drawn from `seed`) before it is cut.
+    pub fn start(upstream: SocketAddr, max_bytes: u64, seed: u64) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicU64::new(0));
+        let random = Arc::new(Mutex::new(xorshift(seed)));
+        let (stopping, cut_count) = (Arc::clone(&stop), Arc::clone(&cuts));
+        let thread = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let budget = 1 + random.lock().map_or(1, |mut next| next() % max_bytes);
+                let left = Arc::new(AtomicU64::new(budget));
+                let cut_count = Arc::clone(&cut_count);
+                let (c1, s1) = (client.try_clone(), server.try_clone());
+                let (Ok(c1), Ok(s1)) = (c1, s1) else { continue };
+                let left2 = Arc::clone(&left);
+                let cut2 = Arc::clone(&cut_count);
+                std::thread::spawn(move || pipe(client, server, &left, &cut_count));
+                std::thread::spawn(move || pipe(s1, c1, &left2, &cut2));
+            }
+        });
+        CuttingProxy {
+            addr,
+            stop,
+            cuts,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// Copies `from` to `to` while the shared budget lasts, then shuts both down.
+fn pipe(mut from: TcpStream, mut to: TcpStream, left: &AtomicU64, cuts: &AtomicU64) {
+    let mut buffer = [0u8; 4096];
+    while let Ok(read) = from.read(&mut buffer) {
+        if read == 0 {
+            break;
+        }
+        let before = left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                Some(l.saturating_sub(read as u64))
+            })
+            .unwrap_or(0);
+        let pass = (before as usize).min(read);
+        if to.write_all(&buffer[..pass]).is_err() {
+            break;
+        }
+        if pass < read {
+            cuts.fetch_add(1, Ordering::SeqCst);
+            break;
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
