@@ -119,6 +119,15 @@ fn ensure_data(workload: &Workload) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// Removes a bets file the bench wrote and the FINISH records beside it, so
+/// the next run is a new round.
+fn remove_round(bets_file: &Path) {
+    let _ = fs::remove_file(bets_file);
+    let mut records = bets_file.as_os_str().to_owned();
+    records.push(".finished");
+    let _ = fs::remove_file(PathBuf::from(records));
+}
+
 /// Starts the server and returns it with its port and a shared copy of its log.
 fn start_server(workload: &Workload, bets_file: &Path) -> Result<(Child, u16, SharedLog), String> {
     let mut child = Command::new(format!("{BIN_DIR}/server"))
@@ -160,6 +169,12 @@ fn start_server(workload: &Workload, bets_file: &Path) -> Result<(Child, u16, Sh
         if let Some(port) = port {
             return Ok((child, port, log));
         }
+        if let Ok(Some(status)) = child.try_wait() {
+            let lines = log.lock().map(|l| l.join("\n")).unwrap_or_default();
+            return Err(format!(
+                "the server exited ({status}) before it was ready:\n{lines}"
+            ));
+        }
         if Instant::now() > end {
             let _ = child.kill();
             return Err("the server did not start within 10 s".into());
@@ -190,7 +205,7 @@ fn run_system(
     let run_dir = PathBuf::from(BENCH_DIR).join("run");
     fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
     let bets_file = run_dir.join(format!("bets-{}-{run}.csv", workload.name));
-    let _ = fs::remove_file(&bets_file); // the bench's own output of an earlier run
+    remove_round(&bets_file); // the bench's own output of an earlier run
     let (mut server, port, log) = start_server(workload, &bets_file)?;
 
     // Client logs go to files, not pipes: a thousand pipes would need a
@@ -288,7 +303,7 @@ fn run_system(
     };
     let draw_ms = value("draw_ms")?;
     let stored_rows = value("apuestas")? as u64;
-    let _ = fs::remove_file(&bets_file);
+    remove_round(&bets_file);
     Ok(RunFigures {
         wall_ms,
         exited_ms,
