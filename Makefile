@@ -13,8 +13,16 @@ STAMP := $(shell date +%Y%m%d-%H%M%S)
 # A new round in a new file each time, unless a bets file is named (to resume one).
 BETS_FILE ?= $(or $(SERVER_BETS_FILE),$(RUN_DIR)/bets-$(STAMP).csv)
 BIN := target/release
+# Every agency's token (lines `AGENCY TOKEN`, mode 0600), made when missing.
+TOKENS ?= $(RUN_DIR)/tokens
+AGENCIES = $(or $(SERVER_AGENCIES),$(CLIENTS))
+# TLS=1: the programs speak TLS with the certificates `make certs` writes.
+TLS ?=
+TLS_DIR ?= $(RUN_DIR)/tls
+SERVER_TLS_ENV = $(if $(TLS),SERVER_TLS_CERT=$(TLS_DIR)/server.pem SERVER_TLS_KEY=$(TLS_DIR)/server.key)
+CLIENT_TLS_ENV = $(if $(TLS),CLI_TLS_CA=$(TLS_DIR)/ca.pem)
 
-.PHONY: help build run-server run-clients run test bench data clean
+.PHONY: help build run-server run-clients run test bench data clean tokens certs
 
 help:
 	@echo "make build        build the server and client (release)"
@@ -24,7 +32,9 @@ help:
 	@echo "make test         unit and integration tests"
 	@echo "make bench        the benchmark (docs/benchmarks.md)"
 	@echo "make data         regenerate the committed default data in data/"
-	@echo "make clean        remove $(RUN_DIR)/ (bets files and logs of earlier runs)"
+	@echo "make clean        remove $(RUN_DIR)/ (bets files, logs, tokens and certificates of earlier runs)"
+	@echo "make tokens       make $(TOKENS): a random token for each of agencies 1..CLIENTS (done by the run targets)"
+	@echo "make certs        make a CA and a localhost server certificate in $(TLS_DIR)/ (for TLS=1)"
 	@echo
 	@echo "variables (make VAR=value target):"
 	@echo "  CLIENTS=$(CLIENTS)                agencies (and the server's SERVER_AGENCIES)"
@@ -33,6 +43,8 @@ help:
 	@echo "  SERVER_ADDRESS=$(SERVER_ADDRESS)  where make run-clients connects"
 	@echo "  BETS_FILE=...             the bets file of make run-server (default: a new $(RUN_DIR)/bets-<time>.csv)"
 	@echo "  RUN_DIR=$(RUN_DIR)              where bets files and logs go"
+	@echo "  TOKENS=$(TOKENS)        the tokens file the run targets use"
+	@echo "  TLS=1                     run-server, run-clients and run speak TLS (certificates from make certs)"
 
 build:
 	cargo build --release --bins
@@ -47,6 +59,15 @@ define check_data
 	done
 endef
 
+# Appends a random token for each agency 1..$(1) missing from $(TOKENS); the
+# lock keeps run-server and run-clients, started together, from both adding one.
+define ensure_tokens
+	mkdir -p $(RUN_DIR); ( umask 077; touch $(TOKENS) ); \
+	( flock 9; for i in $$(seq 1 $(1)); do \
+	  grep -q "^$$i " $(TOKENS) || echo "$$i $$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >> $(TOKENS); \
+	done ) 9>$(TOKENS).lock
+endef
+
 # Every line goes to the terminal and to a log file. The copy ignores Ctrl-C
 # (SIGINT goes to the whole foreground group), so it still takes the lines the
 # programs write while they stop, and ends when they have exited.
@@ -54,17 +75,18 @@ define log_to
 	( trap '' INT; exec tee "$(1)" )
 endef
 
-run-server: build
-	@mkdir -p $(RUN_DIR)
+run-server: build $(if $(TLS),certs)
+	@$(call ensure_tokens,$(AGENCIES))
 	@log=$(RUN_DIR)/server-$(STAMP).log; ln -sfn server-$(STAMP).log $(RUN_DIR)/server.log; \
 	echo "bets file: $(BETS_FILE)"; echo "log: $$log (also $(RUN_DIR)/server.log)"; \
-	SERVER_PORT=$(SERVER_PORT) SERVER_BETS_FILE=$(BETS_FILE) SERVER_AGENCIES=$${SERVER_AGENCIES:-$(CLIENTS)} \
+	SERVER_PORT=$(SERVER_PORT) SERVER_BETS_FILE=$(BETS_FILE) SERVER_AGENCIES=$(AGENCIES) \
+	  SERVER_TOKENS_FILE=$(TOKENS) $(SERVER_TLS_ENV) \
 	  $(BIN)/server 2>&1 | $(call log_to,$$log)
 
 # Each client's lines are prefixed "clientN | "; fails if any client fails.
-run-clients: build
+run-clients: build $(if $(TLS),certs)
 	@$(call check_data,run-clients)
-	@mkdir -p $(RUN_DIR)
+	@$(call ensure_tokens,$(CLIENTS))
 	@log=$(RUN_DIR)/clients-$(STAMP).log; ln -sfn clients-$(STAMP).log $(RUN_DIR)/clients.log; \
 	echo "log: $$log (also $(RUN_DIR)/clients.log)"; \
 	$(MAKE) --no-print-directory _clients 2>&1 | $(call log_to,$$log)
@@ -73,6 +95,7 @@ _clients:
 	@pids=(); \
 	for i in $$(seq 1 $(CLIENTS)); do \
 	  ( CLI_ID=$$i CLI_DATA_FILE=$(DATA_DIR)/agency-$$i.csv CLI_SERVER_ADDRESS=$(SERVER_ADDRESS) \
+	      CLI_TOKEN=$$(awk -v i=$$i '$$1 == i { print $$2; exit }' $(TOKENS)) $(CLIENT_TLS_ENV) \
 	      $(BIN)/client 2>&1 | ( trap '' INT; exec sed -u "s/^/client$$i | /" ) ) & pids+=($$!); \
 	done; \
 	failed=0; for p in "$${pids[@]}"; do wait $$p || failed=1; done; \
@@ -81,12 +104,14 @@ _clients:
 
 # The main job in one command: a server on a free port and a new bets file, the
 # agencies, a SIGTERM to the server, and each agency's winner count.
-run: build
+run: build $(if $(TLS),certs)
 	@$(call check_data,run)
+	@$(call ensure_tokens,$(CLIENTS))
 	@mkdir -p $(RUN_DIR); \
 	log=$(RUN_DIR)/server-$(STAMP).log; clients=$(RUN_DIR)/clients-$(STAMP).log; \
 	ln -sfn server-$(STAMP).log $(RUN_DIR)/server.log; ln -sfn clients-$(STAMP).log $(RUN_DIR)/clients.log; \
-	SERVER_PORT=0 SERVER_BETS_FILE=$(BETS_FILE) SERVER_AGENCIES=$(CLIENTS) $(BIN)/server 2> >(tee $$log | sed -u "s/^/server  | /" >&2) & \
+	SERVER_PORT=0 SERVER_BETS_FILE=$(BETS_FILE) SERVER_AGENCIES=$(CLIENTS) SERVER_TOKENS_FILE=$(TOKENS) $(SERVER_TLS_ENV) \
+	  $(BIN)/server 2> >(tee $$log | sed -u "s/^/server  | /" >&2) & \
 	server=$$!; \
 	for _ in $$(seq 200); do grep -q "action: config | result" $$log 2>/dev/null && break; sleep 0.05; done; \
 	port=$$(grep -o "server_port: [0-9]*" $$log | grep -o "[0-9]*$$" || true); \
@@ -116,4 +141,23 @@ data:
 
 clean:
 	rm -rf $(RUN_DIR)
-	@echo "removed $(RUN_DIR)/ (bets files and logs of earlier runs)"
+	@echo "removed $(RUN_DIR)/ (bets files, logs, tokens and certificates of earlier runs)"
+
+tokens:
+	@$(call ensure_tokens,$(AGENCIES))
+	@echo "tokens: $(TOKENS) (mode 0600), agencies 1 to $(AGENCIES)"
+
+# A CA, and a server certificate it signs for localhost, 127.0.0.1 and ::1.
+certs: $(TLS_DIR)/server.pem
+
+$(TLS_DIR)/server.pem:
+	@mkdir -p $(TLS_DIR); cd $(TLS_DIR); umask 077; \
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+	  -keyout ca.key -out ca.pem -subj "/CN=lottery round CA" 2>/dev/null; \
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	  -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null; \
+	printf "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n" > server.ext; \
+	openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+	  -extfile server.ext -out server.pem 2>/dev/null; \
+	rm -f server.csr server.ext ca.srl; \
+	echo "certificates: $(TLS_DIR)/ca.pem (the CA, for CLI_TLS_CA), $(TLS_DIR)/server.pem and server.key"

@@ -22,10 +22,13 @@ use crate::calendar::Date;
 use crate::config::ClientConfig;
 use crate::connection::{self, Connection, ConnectionError};
 use crate::locks::lock;
-use crate::protocol::{self, AgencyStatus, ErrorCode, Reply, Request};
+use crate::protocol::{self, AgencyStatus, ErrorCode, ProtocolError, Reply, Request};
 use crate::retry::{self, Backoff, WaitReport};
 use crate::shutdown::Shutdown;
+use crate::tls::{self, TlsError};
+use crate::transport::{Socket, Stream};
 use log::{debug, info, warn};
+use rustls::pki_types::ServerName;
 use std::fmt;
 use std::io;
 use std::net::{Shutdown as SocketShutdown, TcpStream, ToSocketAddrs};
@@ -74,6 +77,11 @@ pub enum ClientError {
     DrawTimeout { waited: Duration },
     /// The stop was requested before the winners arrived.
     Interrupted { acked: u64, read: u64 },
+    /// The TLS settings cannot be used (CLI_TLS_CA, CLI_TLS_SERVER_NAME).
+    TlsSetup(TlsError),
+    /// TLS with the server failed: a certificate that does not verify, or one
+    /// side speaking TLS and the other not.
+    Tls { reason: String },
 }
 
 impl fmt::Display for ClientError {
@@ -130,6 +138,13 @@ impl fmt::Display for ClientError {
                 "the draw did not happen within {} s (CLI_TIMEOUT_S); have all agencies finished?",
                 waited.as_secs()
             ),
+            ClientError::TlsSetup(e) => write!(f, "{e}"),
+            ClientError::Tls { reason } => write!(
+                f,
+                "TLS with the server failed: {reason}; CLI_TLS_CA must be the CA of the server's \
+                 certificate, CLI_TLS_SERVER_NAME a name it carries, and both sides must use TLS \
+                 (the server with SERVER_TLS_CERT) or neither"
+            ),
             ClientError::Interrupted { acked, read } => write!(
                 f,
                 "stopped before the winners arrived, with {acked} bets acknowledged of {read} read; \
@@ -147,7 +162,7 @@ impl ClientError {
     /// stop request is the binary's to map: it knows the signal.)
     pub fn exit_status(&self) -> u8 {
         match self {
-            ClientError::DataFile { .. } => 2,
+            ClientError::DataFile { .. } | ClientError::TlsSetup(_) => 2,
             _ => 1,
         }
     }
@@ -187,7 +202,10 @@ pub struct Summary {
 
 /// The socket in use, shared with the stop request's waker, which shuts it to
 /// end a blocked read.
-type CurrentSocket = Arc<Mutex<Option<TcpStream>>>;
+type CurrentSocket = Arc<Mutex<Option<Arc<TcpStream>>>>;
+
+/// What the client needs to speak TLS: whom it trusts, and the server's name.
+type TlsSettings = (Arc<rustls::ClientConfig>, ServerName<'static>);
 
 /// When the client gives up: `timeout` after the last progress.
 struct Deadline {
@@ -244,6 +262,8 @@ pub struct Agency {
     read: u64,
     /// Bytes written to the server so far.
     bytes_sent: u64,
+    /// Set once `run` has read the TLS settings, when there are any.
+    tls: Option<TlsSettings>,
 }
 
 impl Agency {
@@ -269,12 +289,29 @@ impl Agency {
             acked: 0,
             read: 0,
             bytes_sent: 0,
+            tls: None,
         }
+    }
+
+    /// The TLS settings, when CLI_TLS_CA is set.
+    fn tls_settings(&self) -> Result<Option<TlsSettings>, ClientError> {
+        let Some(ca) = &self.config.tls_ca else {
+            return Ok(None);
+        };
+        let config = tls::client_config(ca).map_err(ClientError::TlsSetup)?;
+        let name = match &self.config.tls_server_name {
+            Some(name) => name.clone(),
+            None => host_of(&self.config.server_address).to_string(),
+        };
+        let name = tls::server_name(&name).map_err(ClientError::TlsSetup)?;
+        Ok(Some((config, name)))
     }
 
     /// Sends every valid bet not yet stored, FINISH, and waits for the winners.
     pub fn run(mut self) -> Result<Summary, ClientError> {
-        // Opened once before anything else: a missing file is a start-up error.
+        // Read once before anything else: a missing file or unusable TLS
+        // settings are start-up errors.
+        self.tls = self.tls_settings()?;
         self.open_data_file()?;
         let winners = loop {
             self.send_bets()?;
@@ -431,14 +468,24 @@ impl Agency {
             }
         };
         self.connecting = None;
-        let conn = stream.try_clone().and_then(|registered| {
-            *lock(&self.current) = Some(registered);
-            Connection::new(
-                stream,
-                connection::CLIENT_READ_BUFFER_LEN,
-                self.config.timeout,
-            )
-        });
+        let tcp = Arc::new(stream);
+        *lock(&self.current) = Some(Arc::clone(&tcp));
+        let socket = Socket::new(tcp);
+        let stream = match &self.tls {
+            Some((config, name)) => {
+                let session = rustls::ClientConnection::new(Arc::clone(config), name.clone())
+                    .map_err(|e| ClientError::Tls {
+                        reason: e.to_string(),
+                    })?;
+                Stream::TlsClient(Box::new(rustls::StreamOwned::new(session, socket)))
+            }
+            None => Stream::Plain(socket),
+        };
+        let conn = Connection::new(
+            stream,
+            connection::CLIENT_READ_BUFFER_LEN,
+            self.config.timeout,
+        );
         // A stop requested just before the socket was registered: its waker
         // found nothing to shut.
         self.check_stop()?;
@@ -467,10 +514,28 @@ impl Agency {
         }
     }
 
-    /// Maps a failed read or write: a stop request explains it first.
+    /// Maps a failed read or write: a stop request explains it first; a TLS
+    /// failure, or TLS where plain was expected, will not mend by retrying.
     fn connection_error(&self, during: &'static str, source: ConnectionError) -> ClientError {
         if self.shutdown.is_triggered() {
             return self.interrupted();
+        }
+        match &source {
+            ConnectionError::Io(e)
+                if self.tls.is_some() && e.kind() == io::ErrorKind::InvalidData =>
+            {
+                return ClientError::Tls {
+                    reason: e.to_string(),
+                };
+            }
+            ConnectionError::Protocol(ProtocolError::UnknownMessage { id })
+                if self.tls.is_none() && looks_like_tls(*id) =>
+            {
+                return ClientError::Tls {
+                    reason: "the server answered in TLS, and CLI_TLS_CA is not set".to_string(),
+                };
+            }
+            _ => {}
         }
         ClientError::Connection {
             during,
@@ -855,6 +920,17 @@ enum WinnersAnswer {
 /// What the client is doing while batches go out, for error messages.
 const SENDING_BATCHES: &str = "sending a batch";
 
+/// Whether a message id is the start of a TLS record (a handshake or an alert).
+fn looks_like_tls(id: u16) -> bool {
+    matches!(id >> 8, 0x15 | 0x16) && (id & 0xFF) == 0x03
+}
+
+/// The host part of `host:port` (without brackets for an IPv6 address).
+fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// A TCP connection to `address` (`host:port`), trying each of its addresses.
 fn open_stream(address: &str) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the address resolves to nothing");
@@ -900,6 +976,15 @@ mod tests {
             split_documents(&["1,2".into(), "3".into()]),
             vec!["1".to_string(), "2".into(), "3".into()]
         );
+    }
+
+    #[test]
+    fn tls_records_are_told_from_messages_and_hosts_from_addresses() {
+        assert!(looks_like_tls(0x1503) && looks_like_tls(0x1603));
+        assert!(!looks_like_tls(0x0002) && !looks_like_tls(0x00FF) && !looks_like_tls(0x1601));
+        assert_eq!(host_of("127.0.0.1:12345"), "127.0.0.1");
+        assert_eq!(host_of("localhost:1"), "localhost");
+        assert_eq!(host_of("[::1]:12345"), "::1");
     }
 
     #[test]

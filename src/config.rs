@@ -70,6 +70,11 @@ pub enum ConfigError {
         /// Whether unsetting the variable would give a default.
         has_default: bool,
     },
+    /// A secret's value is not valid; the value is never shown.
+    InvalidSecret {
+        variable: &'static str,
+        expected: &'static str,
+    },
 }
 
 impl ConfigError {
@@ -87,7 +92,7 @@ impl ConfigError {
                 expected,
                 has_default: false,
             },
-            missing => missing,
+            other => other,
         }
     }
 }
@@ -109,6 +114,12 @@ impl fmt::Display for ConfigError {
                     write!(f, " (or unset it for the default)")?;
                 }
                 Ok(())
+            }
+            ConfigError::InvalidSecret { variable, expected } => {
+                write!(
+                    f,
+                    "{variable} is not valid (its value is not shown); set it to {expected}"
+                )
             }
         }
     }
@@ -181,6 +192,12 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Connections served at once; more get ERROR BUSY.
     pub max_connections: usize,
+    /// How long a new connection has to complete its HELLO.
+    pub hello_timeout: Duration,
+    /// One token per agency (`AGENCY TOKEN` lines); without it, loopback peers only.
+    pub tokens_file: Option<PathBuf>,
+    /// The TLS certificate chain and key (PEM); with both, every connection is TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl ServerConfig {
@@ -199,6 +216,12 @@ Configuration (environment variables, each optional):
   SERVER_IDLE_TIMEOUT_MS  close a connection idle this long    [default: 30000]
   SERVER_MAX_CONNECTIONS  connections served at once; more get ERROR BUSY
                           [default: 2 x SERVER_AGENCIES + 64, at least 256]
+  SERVER_HELLO_TIMEOUT_MS a new connection must complete HELLO within this [default: 5000]
+  SERVER_TOKENS_FILE      lines `AGENCY TOKEN`, one per agency; unset, the server
+                          serves only loopback peers (127.0.0.0/8, ::1) [default: unset]
+  SERVER_TLS_CERT         PEM certificate chain; with SERVER_TLS_KEY, every
+                          connection is TLS                    [default: unset]
+  SERVER_TLS_KEY          PEM private key of SERVER_TLS_CERT   [default: unset]
 
 Exit status: 0 after a clean stop (SIGTERM or SIGINT), 2 for a configuration or
 start-up error, 1 for any other failure.";
@@ -256,6 +279,41 @@ start-up error, 1 for any other failure.";
                 parse_in_range(1, MAX_CONNECTIONS_LIMIT),
             )?
             .unwrap_or_else(|| default_max_connections(agencies)),
+            hello_timeout: Duration::from_millis(
+                read(
+                    env,
+                    "SERVER_HELLO_TIMEOUT_MS",
+                    "milliseconds from 1 to 3600000",
+                    parse_in_range(1, 3_600_000),
+                )?
+                .unwrap_or(5000),
+            ),
+            tokens_file: read(env, "SERVER_TOKENS_FILE", "a file path", |t| {
+                Some(PathBuf::from(t))
+            })?,
+            tls: match (
+                read(env, "SERVER_TLS_CERT", "a PEM file path", |t| {
+                    Some(PathBuf::from(t))
+                })?,
+                read(env, "SERVER_TLS_KEY", "a PEM file path", |t| {
+                    Some(PathBuf::from(t))
+                })?,
+            ) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(ConfigError::Missing {
+                        variable: "SERVER_TLS_KEY",
+                        expected: "the PEM private key of SERVER_TLS_CERT (or unset both for plain TCP)",
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Missing {
+                        variable: "SERVER_TLS_CERT",
+                        expected: "the PEM certificate of SERVER_TLS_KEY (or unset both for plain TCP)",
+                    });
+                }
+            },
         })
     }
 
@@ -264,14 +322,22 @@ start-up error, 1 for any other failure.";
     pub fn describe(&self, port: u16) -> String {
         format!(
             "server_ip: {} | server_port: {port} | agencies: {} | bets_file: {} | \
-             logging_level: {} | draw_wait_ms: {} | idle_timeout_ms: {} | max_connections: {}",
+             logging_level: {} | draw_wait_ms: {} | idle_timeout_ms: {} | max_connections: {} | \
+             hello_timeout_ms: {} | autenticacion: {} | tls: {}",
             self.ip,
             self.agencies,
             self.bets_file.display(),
             self.log_level,
             self.draw_wait.as_millis(),
             self.idle_timeout.as_millis(),
-            self.max_connections
+            self.max_connections,
+            self.hello_timeout.as_millis(),
+            if self.tokens_file.is_some() {
+                "tokens"
+            } else {
+                "solo_loopback"
+            },
+            if self.tls.is_some() { "on" } else { "off" }
         )
     }
 }
@@ -291,6 +357,12 @@ pub struct ClientConfig {
     pub id: u32,
     /// Sent in HELLO: the agency's token (empty when the server needs none).
     pub token: String,
+    /// The CA (or the server's self-signed certificate) to trust; with it the
+    /// client speaks TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry; `None` for the host part of
+    /// `server_address`.
+    pub tls_server_name: Option<String>,
     pub server_address: String,
     pub data_file: PathBuf,
     /// Most bets per batch; `None` packs as many as fit in 8192 bytes.
@@ -318,11 +390,20 @@ Configuration (environment variables):
                           8192 bytes whatever this is           [default: as many as fit]
   CLI_BATCHES_IN_FLIGHT   batches sent before waiting for their acks (1..=1024) [default: 64]
   CLI_RETRY_INTERVAL_MS   pause between winners queries and connection attempts [default: 100]
-  CLI_TIMEOUT_S           give up waiting for the server or the draw [default: 300]
+  CLI_TIMEOUT_S           give up after this long without progress [default: 300]
   CLI_LOG_LEVEL           OFF, ERROR, WARN, INFO, DEBUG, TRACE  [default: INFO]
+  CLI_TOKEN               the agency's token (the server's SERVER_TOKENS_FILE line) [default: none]
+  CLI_TLS_CA              PEM CA (or the server's self-signed certificate); set, the
+                          client speaks TLS and verifies the server [default: unset]
+  CLI_TLS_SERVER_NAME     the name the server's certificate carries
+                          [default: the host part of CLI_SERVER_ADDRESS]
 
-Exit status: 0 when the winners were received (or after SIGTERM/SIGINT), 1 if any
-bet was invalid or the server refused or failed, 2 for a configuration error.";
+CLI_TIMEOUT_S counts from the last progress (a WELCOME, an ack): a server that
+restarts within it costs nothing; run again, the client goes on where it stopped.
+
+Exit status: 0 when the winners were received, 1 if any bet was invalid or the
+server refused or failed, 2 for a configuration error, 130 or 143 when SIGINT or
+SIGTERM stopped it before the winners arrived (run it again to go on).";
 
     /// Reads the settings; only CLI_ID is required.
     pub fn from_env(env: Lookup<'_>) -> Result<ClientConfig, ConfigError> {
@@ -335,7 +416,16 @@ bet was invalid or the server refused or failed, 2 for a configuration error.";
             })?;
         Ok(ClientConfig {
             id,
-            token: String::new(),
+            token: read_token(env)?.unwrap_or_default(),
+            tls_ca: read(env, "CLI_TLS_CA", "a PEM file path", |t| {
+                Some(PathBuf::from(t))
+            })?,
+            tls_server_name: read(
+                env,
+                "CLI_TLS_SERVER_NAME",
+                "a host name or IP address",
+                |t| Some(t.to_string()),
+            )?,
             server_address: read(
                 env,
                 "CLI_SERVER_ADDRESS",
@@ -391,7 +481,8 @@ bet was invalid or the server refused or failed, 2 for a configuration error.";
     pub fn describe(&self) -> String {
         format!(
             "id: {} | server_address: {} | data_file: {} | batch_max_amount: {} | \
-             batches_in_flight: {} | retry_interval_ms: {} | timeout_s: {} | log_level: {}",
+             batches_in_flight: {} | retry_interval_ms: {} | timeout_s: {} | log_level: {} | \
+             token: {} | tls: {}",
             self.id,
             self.server_address,
             self.data_file.display(),
@@ -400,9 +491,31 @@ bet was invalid or the server refused or failed, 2 for a configuration error.";
             self.batches_in_flight,
             self.retry_interval.as_millis(),
             self.timeout.as_secs(),
-            self.log_level
+            self.log_level,
+            if self.token.is_empty() { "none" } else { "set" },
+            if self.tls_ca.is_some() { "on" } else { "off" }
         )
     }
+}
+
+/// `CLI_TOKEN`: printable ASCII without spaces, at most 255 bytes. Its value is
+/// never shown, not even in the error.
+fn read_token(env: Lookup<'_>) -> Result<Option<String>, ConfigError> {
+    let invalid = ConfigError::InvalidSecret {
+        variable: "CLI_TOKEN",
+        expected: "the agency's token: 1 to 255 printable ASCII characters, no spaces",
+    };
+    let Some(raw) = env("CLI_TOKEN") else {
+        return Ok(None);
+    };
+    let text = raw.into_string().map_err(|_| invalid.clone())?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > 255 || !text.bytes().all(|b| (0x21..=0x7E).contains(&b)) {
+        return Err(invalid);
+    }
+    Ok(Some(text))
 }
 
 #[cfg(test)]

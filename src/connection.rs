@@ -1,6 +1,7 @@
-//! One TCP stream with its buffers and its deadline.
+//! One connection with its buffers and its deadlines.
 //!
-//! A `Connection` owns the socket, a bounded read buffer and an outgoing buffer.
+//! A `Connection` owns the stream (plain or TLS, see `transport`), a bounded
+//! read buffer and an outgoing buffer.
 //! It turns bytes into messages with the pure decoders of `protocol`, looping over
 //! short reads (a message may arrive one byte at a time) and refusing a message
 //! from its header as soon as it is too large, so at most one message's worth of
@@ -11,9 +12,9 @@
 
 use crate::buffer::{ReadBuffer, Refill};
 use crate::protocol::{self, ProtocolError, Reply, Request};
+use crate::transport::Stream;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// Read buffer of a server-side connection: room for eight largest messages, so
@@ -79,60 +80,62 @@ pub(crate) enum Fill {
     Closed,
 }
 
-/// A TCP stream, its read buffer, its pending output and its idle deadline.
+/// A stream, its read buffer, its pending output and its idle deadline.
 pub(crate) struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     incoming: ReadBuffer,
     outgoing: Vec<u8>,
     idle_timeout: Duration,
     last_message_at: Instant,
-    /// The socket's current mode and read timeout, so that they are only
-    /// changed (one system call each) when they must be.
-    nonblocking: bool,
-    read_timeout: Option<Duration>,
 }
 
 impl Connection {
     /// Wraps `stream`; reads are buffered in `buffer_len` bytes, which must hold
-    /// the largest message this side receives. Writes time out after `idle_timeout`.
+    /// the largest message this side receives. Writes time out after
+    /// `idle_timeout`, and no read ever waits longer than that either.
     pub fn new(
-        stream: TcpStream,
+        stream: Stream,
         buffer_len: usize,
         idle_timeout: Duration,
     ) -> io::Result<Connection> {
-        stream.set_write_timeout(Some(idle_timeout))?;
-        stream.set_nodelay(true)?;
+        let mut stream = stream;
+        let tcp = stream.socket().tcp();
+        tcp.set_write_timeout(Some(idle_timeout))?;
+        tcp.set_read_timeout(Some(idle_timeout))?;
+        tcp.set_nodelay(true)?;
         Ok(Connection {
             stream,
             incoming: ReadBuffer::new(buffer_len),
             outgoing: Vec::new(),
             idle_timeout,
             last_message_at: Instant::now(),
-            nonblocking: false,
-            read_timeout: None,
         })
     }
 
-    fn set_nonblocking(&mut self, nonblocking: bool) -> io::Result<()> {
-        if self.nonblocking != nonblocking {
-            self.stream.set_nonblocking(nonblocking)?;
-            self.nonblocking = nonblocking;
-        }
-        Ok(())
+    /// Whether a TLS handshake is still under way.
+    pub fn is_handshaking(&self) -> bool {
+        self.stream.is_handshaking()
     }
 
-    /// Makes a blocking read return by `left` from now. A shorter timeout than
-    /// needed only costs an extra turn of the caller's loop, so the one already
-    /// set is kept while it is no longer than `left` and not far shorter.
-    fn set_read_timeout(&mut self, left: Duration) -> io::Result<()> {
-        let keep = self
-            .read_timeout
-            .is_some_and(|set| set <= left && set >= left / 2);
-        if !keep {
-            self.stream.set_read_timeout(Some(left))?;
-            self.read_timeout = Some(left);
+    /// Ends the stream in order: inside TLS, the close_notify (not after a
+    /// handshake that never completed: there is no session to close).
+    pub fn close(&mut self) {
+        if self.stream.is_handshaking() || self.stream.socket().set_nonblocking(false).is_err() {
+            return;
         }
-        Ok(())
+        self.stream
+            .socket()
+            .set_deadline(Some(Instant::now() + Duration::from_secs(1)));
+        self.stream.close_notify();
+    }
+
+    /// Completes the TLS handshake (nothing for plain TCP) by `until`.
+    pub fn complete_handshake(&mut self, until: Instant) -> io::Result<()> {
+        self.stream.socket().set_nonblocking(false)?;
+        self.stream.socket().set_deadline(Some(until));
+        let result = self.stream.complete_handshake();
+        self.stream.socket().set_deadline(None);
+        result
     }
 
     /// How long the peer may go without completing a message.
@@ -180,17 +183,16 @@ impl Connection {
     /// arrive, the peer closes, or that instant passes; without, takes only what
     /// is already there. A close with part of a message buffered is an error.
     pub fn fill(&mut self, until: Option<Instant>) -> Result<Fill, ConnectionError> {
-        self.set_nonblocking(until.is_none())?;
+        self.stream.socket().set_nonblocking(until.is_none())?;
+        self.stream.socket().set_deadline(until);
         let started = Instant::now();
         loop {
-            if let Some(until) = until {
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(ConnectionError::TimedOut {
-                        waited: started.elapsed(),
-                    });
-                }
-                self.set_read_timeout(left)?;
+            if let Some(until) = until
+                && Instant::now() >= until
+            {
+                return Err(ConnectionError::TimedOut {
+                    waited: started.elapsed(),
+                });
             }
             let stream = &mut self.stream;
             match self.incoming.refill(|free| stream.read(free)) {
@@ -261,8 +263,14 @@ impl Connection {
         if self.outgoing.is_empty() {
             return Ok(());
         }
-        self.set_nonblocking(false)?;
-        let result = self.stream.write_all(&self.outgoing);
+        self.stream.socket().set_nonblocking(false)?;
+        // A write in TLS may read too (the handshake): it waits no longer than a write.
+        let write_deadline = Instant::now() + self.idle_timeout;
+        self.stream.socket().set_deadline(Some(write_deadline));
+        let result = self
+            .stream
+            .write_all(&self.outgoing)
+            .and_then(|()| self.stream.flush());
         self.outgoing.clear();
         result
     }

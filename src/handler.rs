@@ -8,10 +8,12 @@
 //! that arrive together are made durable by one shared `fsync` (see `storage`),
 //! and a client with several batches in flight pays for one disk flush, not one per batch.
 
+use crate::auth::Access;
 use crate::bet::{BetRef, ValidBet};
 use crate::calendar::Date;
 use crate::connection::{Connection, ConnectionError, Fill};
 use crate::draw;
+use crate::limits::{LogLimiter, Registry, suppressed_note};
 use crate::lottery::{Lottery, WinnersAnswer};
 use crate::protocol::{self, AgencyStatus, BetBatch, ErrorCode, ProtocolError, Reply, Request};
 use crate::shutdown::Shutdown;
@@ -21,7 +23,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Batches a connection may append before it must stop reading and acknowledge them.
 const MAX_PENDING_BATCHES: usize = 64;
@@ -124,36 +126,57 @@ impl Ending {
 /// What the handler does after a request.
 type Next = Result<(), Ending>;
 
-/// Serves one connection.
-pub(crate) struct Handler {
-    pub conn: Connection,
-    pub peer: SocketAddr,
+/// What every handler shares: the round, who may speak, and the limits.
+pub(crate) struct Context {
     pub lottery: Lottery,
     pub store: Arc<BetStore>,
-    pub shutdown: Shutdown,
+    pub access: Access,
+    pub registry: Arc<Registry>,
+    pub log_limiter: LogLimiter,
+    /// The longest a connection waits on the draw, over all its GET_WINNERS.
     pub draw_wait: Duration,
+    /// How long a new connection has to complete HELLO (TLS handshake included).
+    pub hello_timeout: Duration,
+}
+
+/// Refused requests in a row (bad bets, out of order, ...) after which the
+/// connection is closed: its peer is not listening to the answers.
+const MAX_REFUSED_IN_A_ROW: u32 = 8;
+
+/// Serves one connection.
+pub(crate) struct Handler {
+    id: u64,
+    conn: Connection,
+    peer: SocketAddr,
+    context: Arc<Context>,
+    shutdown: Shutdown,
+    accepted_at: Instant,
     /// The agency this connection speaks for, once its HELLO is accepted.
     session: Option<u32>,
+    /// What is left of this connection's time to wait on the draw.
+    draw_wait_left: Duration,
+    refused_in_a_row: u32,
     outbox: Outbox,
 }
 
 impl Handler {
     pub fn new(
+        id: u64,
         conn: Connection,
         peer: SocketAddr,
-        lottery: Lottery,
-        store: Arc<BetStore>,
+        context: Arc<Context>,
         shutdown: Shutdown,
-        draw_wait: Duration,
     ) -> Handler {
         Handler {
+            id,
             conn,
             peer,
-            lottery,
-            store,
+            draw_wait_left: context.draw_wait,
+            context,
             shutdown,
-            draw_wait,
+            accepted_at: Instant::now(),
             session: None,
+            refused_in_a_row: 0,
             outbox: Outbox::default(),
         }
     }
@@ -161,9 +184,13 @@ impl Handler {
     /// Serves the connection until it ends.
     pub fn run(mut self) {
         debug!("action: conexion | result: success | peer: {}", self.peer);
-        let ending = match self.serve() {
-            Ok(()) => Ending::PeerClosed,
-            Err(ending) => ending,
+        let ending = if self.context.access.serves(self.peer.ip()) {
+            match self.serve() {
+                Ok(()) => Ending::PeerClosed,
+                Err(ending) => ending,
+            }
+        } else {
+            self.refuse_remote_peer()
         };
         if matches!(ending, Ending::ShuttingDown) {
             self.outbox.reply(Reply::error(
@@ -173,11 +200,44 @@ impl Handler {
         }
         // Whatever is still owed goes out; the peer may be gone.
         let _ = self.send_outbox();
+        self.conn.close();
         debug!(
             "action: conexion_cerrada | result: success | peer: {} | reason: {}",
             self.peer,
             ending.name()
         );
+    }
+
+    /// The end of a log line about this peer's refused request, or `None` when
+    /// the peer has had its share of the log for now.
+    fn may_log(&self) -> Option<String> {
+        self.context
+            .log_limiter
+            .allow(self.peer.ip())
+            .map(suppressed_note)
+    }
+
+    /// A peer off this machine, and no tokens to tell who it is: UNAUTHORIZED,
+    /// without reading anything it sent (inside TLS, once the handshake is done).
+    fn refuse_remote_peer(&mut self) -> Ending {
+        let detail = "this server has no SERVER_TOKENS_FILE, so it serves only peers on its own \
+                      machine; give the server a SERVER_TOKENS_FILE, and each agency its CLI_TOKEN";
+        if let Some(note) = self.may_log() {
+            warn!(
+                "action: acceso | result: fail | peer: {} | code: UNAUTHORIZED | error: not a loopback peer, and no tokens{note}",
+                self.peer
+            );
+        }
+        if self.conn.complete_handshake(self.hello_deadline()).is_ok() {
+            self.outbox
+                .reply(Reply::error(ErrorCode::Unauthorized, detail));
+        }
+        Ending::Refused
+    }
+
+    /// When the connection must have completed HELLO.
+    fn hello_deadline(&self) -> Instant {
+        self.accepted_at + self.context.hello_timeout
     }
 
     fn serve(&mut self) -> Next {
@@ -198,40 +258,49 @@ impl Handler {
 
     /// Sends everything owed; a failed write ends the connection.
     fn send_outbox(&mut self) -> Next {
-        self.outbox
-            .send(&mut self.conn, &self.store, self.peer)
-            .map_err(|e| {
-                info!(
-                    "action: responder | result: fail | peer: {} | error: {e}",
-                    self.peer
-                );
-                if self.shutdown.is_triggered() {
-                    Ending::ShuttingDown
-                } else {
-                    Ending::Failed
-                }
-            })
+        let sent = self
+            .outbox
+            .send(&mut self.conn, &self.context.store, self.peer);
+        sent.map_err(|e| {
+            info!(
+                "action: responder | result: fail | peer: {} | error: {e}",
+                self.peer
+            );
+            if self.shutdown.is_triggered() {
+                Ending::ShuttingDown
+            } else {
+                Ending::Failed
+            }
+        })
     }
 
     /// Answers bytes that do not form a valid message: log, ERROR, close.
     fn refuse_message(&mut self, e: &ProtocolError) -> Ending {
-        warn!(
-            "action: mensaje_invalido | result: fail | peer: {} | code: {} | error: {e}",
-            self.peer,
-            e.code().name()
-        );
+        if let Some(note) = self.may_log() {
+            warn!(
+                "action: mensaje_invalido | result: fail | peer: {} | code: {} | error: {e}{note}",
+                self.peer,
+                e.code().name()
+            );
+        }
         self.outbox.reply(Reply::error(e.code(), &e.to_string()));
         Ending::Refused
     }
 
     /// Nothing whole is buffered: take in what is already on the socket while
-    /// acks are owed; otherwise send what is owed and block for more.
+    /// acks are owed; otherwise send what is owed and block for more, until
+    /// the idle deadline (or, before HELLO, the HELLO deadline).
     fn wait_for_input(&mut self) -> Next {
         if self.outbox.acks > 0 && matches!(self.conn.fill(None), Ok(Fill::Data)) {
             return Ok(());
         }
         self.send_outbox()?;
-        let deadline = self.conn.idle_deadline();
+        let idle = self.conn.idle_deadline();
+        let deadline = match self.session {
+            Some(_) => idle,
+            None => idle.min(self.hello_deadline()),
+        };
+        let handshaking = self.conn.is_handshaking();
         match self.conn.fill(Some(deadline)) {
             Ok(Fill::Data | Fill::Nothing) => Ok(()),
             Ok(Fill::Closed) if self.shutdown.is_triggered() => Err(Ending::ShuttingDown),
@@ -239,22 +308,57 @@ impl Handler {
             Err(ConnectionError::Protocol(e)) => Err(self.refuse_message(&e)),
             Err(_) if self.shutdown.is_triggered() => Err(Ending::ShuttingDown),
             Err(ConnectionError::TimedOut { .. }) => {
-                info!(
-                    "action: conexion_inactiva | result: fail | peer: {} | idle_ms: {} | bytes_descartados: {}",
-                    self.peer,
-                    self.conn.idle_timeout().as_millis(),
-                    self.conn.buffered()
-                );
+                if let Some(note) = self.may_log() {
+                    let waited = Instant::now().saturating_duration_since(self.accepted_at);
+                    match self.session {
+                        None => info!(
+                            "action: conexion_inactiva | result: fail | peer: {} | waited_ms: {} | bytes_descartados: {} | detail: no HELLO within SERVER_HELLO_TIMEOUT_MS{note}",
+                            self.peer,
+                            waited.as_millis(),
+                            self.conn.buffered()
+                        ),
+                        Some(agency) => info!(
+                            "action: conexion_inactiva | result: fail | peer: {} | agencia: {agency} | idle_ms: {} | bytes_descartados: {}{note}",
+                            self.peer,
+                            self.conn.idle_timeout().as_millis(),
+                            self.conn.buffered()
+                        ),
+                    }
+                }
                 Err(Ending::Failed)
             }
             Err(e) => {
-                info!(
-                    "action: conexion_cortada | result: fail | peer: {} | error: {e}",
-                    self.peer
-                );
+                if let Some(note) = self.may_log() {
+                    if handshaking {
+                        warn!(
+                            "action: tls | result: fail | peer: {} | error: {e} | detail: the TLS handshake failed; does the peer speak TLS (the client needs CLI_TLS_CA)?{note}",
+                            self.peer
+                        );
+                    } else {
+                        info!(
+                            "action: conexion_cortada | result: fail | peer: {} | error: {e}{note}",
+                            self.peer
+                        );
+                    }
+                }
                 Err(Ending::Failed)
             }
         }
+    }
+
+    /// Counts a refused request; too many in a row close the connection.
+    fn refused(&mut self) -> Next {
+        self.refused_in_a_row += 1;
+        if self.refused_in_a_row < MAX_REFUSED_IN_A_ROW {
+            return Ok(());
+        }
+        if let Some(note) = self.may_log() {
+            warn!(
+                "action: conexion_cerrada | result: fail | peer: {} | detail: {MAX_REFUSED_IN_A_ROW} refused requests in a row{note}",
+                self.peer
+            );
+        }
+        Err(Ending::Refused)
     }
 
     /// Answers one request: the session rules first (HELLO opens it, every
@@ -299,10 +403,12 @@ impl Handler {
     /// Refuses a message that breaks the session rules: UNAUTHORIZED, and the
     /// connection closes.
     fn refuse_session(&mut self, agency: u32, detail: &str) -> Next {
-        warn!(
-            "action: sesion | result: fail | peer: {} | agencia: {agency} | code: UNAUTHORIZED | error: {detail}",
-            self.peer
-        );
+        if let Some(note) = self.may_log() {
+            warn!(
+                "action: sesion | result: fail | peer: {} | agencia: {agency} | code: UNAUTHORIZED | error: {detail}{note}",
+                self.peer
+            );
+        }
         self.outbox
             .reply(Reply::error(ErrorCode::Unauthorized, detail));
         Err(Ending::Refused)
@@ -310,22 +416,55 @@ impl Handler {
 
     /// Opens the session: the agency must take part; WELCOME says where its
     /// round stands, every bet it counts already on disk.
-    fn handle_hello(&mut self, agency: u32, _token: &[u8]) -> Next {
-        if !self.lottery.knows_agency(agency) {
+    fn handle_hello(&mut self, agency: u32, token: &[u8]) -> Next {
+        let lottery = &self.context.lottery;
+        if !lottery.knows_agency(agency) {
             let detail = format!(
                 "agency {agency} is not taking part; agencies are numbered 1 to {}",
-                self.lottery.agencies()
+                lottery.agencies()
             );
-            warn!(
-                "action: agencia_desconocida | result: fail | peer: {} | agencia: {agency} | error: {detail}",
-                self.peer
-            );
+            if let Some(note) = self.may_log() {
+                warn!(
+                    "action: agencia_desconocida | result: fail | peer: {} | agencia: {agency} | error: {detail}{note}",
+                    self.peer
+                );
+            }
             self.outbox
                 .reply(Reply::error(ErrorCode::UnknownAgency, &detail));
             return Err(Ending::Refused);
         }
-        let (stored, finished) = self.store.durable_state(agency);
-        let status = if self.lottery.is_drawn() {
+        if !self.context.access.accepts(agency, token) {
+            // The token is never logged, right or wrong.
+            if let Some(note) = self.may_log() {
+                warn!(
+                    "action: saludo | result: fail | peer: {} | agencia: {agency} | code: UNAUTHORIZED | error: a wrong or missing token{note}",
+                    self.peer
+                );
+            }
+            let detail = format!(
+                "the token given for agency {agency} is not its token; set CLI_TOKEN to the \
+                 agency's line of the server's SERVER_TOKENS_FILE"
+            );
+            self.outbox
+                .reply(Reply::error(ErrorCode::Unauthorized, &detail));
+            return Err(Ending::Refused);
+        }
+        if let Err(open) = self.context.registry.authenticate(self.id, agency) {
+            if let Some(note) = self.may_log() {
+                warn!(
+                    "action: conexion_rechazada | result: fail | peer: {} | agencia: {agency} | error: BUSY | detail: the agency already has {open} connections open{note}",
+                    self.peer
+                );
+            }
+            let detail = format!(
+                "agency {agency} already has {open} connections open, as many as one agency may; \
+                 close one, or retry later"
+            );
+            self.outbox.reply(Reply::error(ErrorCode::Busy, &detail));
+            return Err(Ending::Refused);
+        }
+        let (stored, finished) = self.context.store.durable_state(agency);
+        let status = if self.context.lottery.is_drawn() {
             AgencyStatus::Drawn
         } else if finished {
             AgencyStatus::Finished
@@ -337,6 +476,7 @@ impl Handler {
             self.peer, status as u8
         );
         self.session = Some(agency);
+        self.refused_in_a_row = 0;
         self.outbox.reply(Reply::Welcome {
             // An agency's bets are numbered by a u32, so its count fits one.
             stored: u32::try_from(stored).unwrap_or(u32::MAX),
@@ -346,13 +486,19 @@ impl Handler {
     }
 
     fn refuse_batch(&mut self, agency: u32, count: usize, code: ErrorCode, detail: &str) -> Next {
-        warn!(
-            "action: apuesta_recibida | result: fail | cantidad: {count} | agencia: {agency} | peer: {} | code: {} | error: {detail}",
-            self.peer,
-            code.name()
-        );
+        if let Some(note) = self.may_log() {
+            warn!(
+                "action: apuesta_recibida | result: fail | cantidad: {count} | agencia: {agency} | peer: {} | code: {} | error: {detail}{note}",
+                self.peer,
+                code.name()
+            );
+        }
         self.outbox.reply(Reply::error(code, detail));
-        Ok(())
+        // A disk that fails is the server's trouble, not a refusal of the peer.
+        if code == ErrorCode::Storage {
+            return Ok(());
+        }
+        self.refused()
     }
 
     fn handle_bets(&mut self, agency: u32, first: u32, batch: &BetBatch) -> Next {
@@ -368,9 +514,14 @@ impl Handler {
                 }
             }
         }
-        let appended = match self.store.append_batch(agency, u64::from(first), &bets) {
+        let appended = match self
+            .context
+            .store
+            .append_batch(agency, u64::from(first), &bets)
+        {
             Ok(Append::Stored(appended)) => appended,
             Ok(Append::AlreadyStored(appended)) => {
+                self.refused_in_a_row = 0;
                 debug!(
                     "action: apuesta_repetida | result: success | cantidad: {count} | agencia: {agency} | primera: {first}"
                 );
@@ -409,6 +560,7 @@ impl Handler {
                 );
             }
         }
+        self.refused_in_a_row = 0;
         self.outbox.ack(PendingAck {
             appended,
             agency,
@@ -422,13 +574,14 @@ impl Handler {
     fn handle_finish(&mut self, agency: u32, total: u32) -> Next {
         // This agency's batches are acknowledged before its FINISH is.
         self.send_outbox()?;
-        match self.store.record_finish(agency, u64::from(total)) {
+        match self.context.store.record_finish(agency, u64::from(total)) {
             Ok(Finish::Recorded { first_time }) => {
-                let outcome = self.lottery.record_finished(agency);
+                self.refused_in_a_row = 0;
+                let outcome = self.context.lottery.record_finished(agency);
                 info!(
                     "action: agencia_finalizo | result: success | agencia: {agency} | total_agencias_finalizadas: {} | de: {} | faltan: {}{}",
                     outcome.finished_count,
-                    self.lottery.agencies(),
+                    self.context.lottery.agencies(),
                     outcome.missing,
                     if first_time { "" } else { " | repetido: true" }
                 );
@@ -441,12 +594,15 @@ impl Handler {
                     "FINISH says agency {agency} sent {total} bets, but {stored} of its bets are \
                      stored; nothing was recorded: send the missing bets, or FINISH with {stored}"
                 );
-                warn!(
-                    "action: agencia_finalizo | result: fail | agencia: {agency} | peer: {} | code: COUNT_MISMATCH | error: {detail}",
-                    self.peer
-                );
+                if let Some(note) = self.may_log() {
+                    warn!(
+                        "action: agencia_finalizo | result: fail | agencia: {agency} | peer: {} | code: COUNT_MISMATCH | error: {detail}{note}",
+                        self.peer
+                    );
+                }
                 self.outbox
                     .reply(Reply::error(ErrorCode::CountMismatch, &detail));
+                return self.refused();
             }
             Err(e) => {
                 error!("action: agencia_finalizo | result: fail | agencia: {agency} | error: {e}");
@@ -462,10 +618,9 @@ impl Handler {
     /// Holds the draw if every agency has finished and it is due (the first
     /// time, or again after a failure).
     fn hold_draw_if_due(&self) {
-        if self.lottery.claim_draw() {
-            let store = Arc::clone(&self.store);
-            self.lottery
-                .hold_draw(|| draw::compute_winners(store.path(), &store.reader()?));
+        let (lottery, store) = (&self.context.lottery, &self.context.store);
+        if lottery.claim_draw() {
+            lottery.hold_draw(|| draw::compute_winners(store.path(), &store.reader()?));
         }
     }
 
@@ -473,7 +628,17 @@ impl Handler {
         // Nothing owed waits while this request waits on the draw.
         self.send_outbox()?;
         self.hold_draw_if_due();
-        match self.lottery.wait_for_winners(self.draw_wait) {
+        // One wait at a time, and no more in all than SERVER_DRAW_WAIT_MS: a
+        // request already followed by others (pipelined) is answered at once.
+        let wait = if self.conn.buffered() > 0 {
+            Duration::ZERO
+        } else {
+            self.draw_wait_left
+        };
+        let waiting = Instant::now();
+        let answer = self.context.lottery.wait_for_winners(wait);
+        self.draw_wait_left = self.draw_wait_left.saturating_sub(waiting.elapsed());
+        match answer {
             WinnersAnswer::Drawn(winners) => {
                 let list = winners.of(agency);
                 for reply in protocol::winners_replies(&list.documents) {
@@ -483,6 +648,7 @@ impl Handler {
                     "action: ganadores_enviados | result: success | agencia: {agency} | cant_ganadores: {}",
                     list.count
                 );
+                self.refused_in_a_row = 0;
             }
             WinnersAnswer::NotYet => {
                 debug!(

@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 mod agency_file;
+mod auth;
 mod batching;
 mod bet;
 mod buffer;
@@ -43,6 +44,7 @@ mod connection;
 mod draw;
 mod fastpath;
 mod handler;
+mod limits;
 mod locks;
 mod logging;
 mod lottery;
@@ -52,7 +54,10 @@ mod server;
 mod shutdown;
 mod storage;
 mod text;
+mod tls;
+mod transport;
 
+pub use auth::TokensError;
 pub use calendar::is_leap_year;
 pub use client::{Agency, ClientError, Summary};
 pub use config::{ClientConfig, CommandLine, ConfigError, Lookup, ServerConfig, process_env};
@@ -61,3 +66,4 @@ pub use protocol::ErrorCode;
 pub use server::{Server, ServerError};
 pub use shutdown::{Shutdown, on_signal};
 pub use storage::StorageError;
+pub use tls::TlsError;

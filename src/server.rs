@@ -1,12 +1,14 @@
-//! The server: the listening socket, the accept loop, the connection limit, and
-//! the orderly stop.
+//! The server: the listening socket, the accept loop, who is let in, and the
+//! orderly stop.
 //!
-//! `Server::bind` opens the socket and the bets file; `Server::run` serves until
-//! the `Shutdown` it is given is triggered (the binary triggers it on SIGTERM or
-//! SIGINT, tests directly). Each accepted connection gets its own OS thread
-//! running a `Handler` (`handler`). Beyond `max_connections` open connections a
-//! new one gets ERROR BUSY and is closed by the accept loop itself, so the number
-//! of threads stays bounded.
+//! `Server::bind` opens the round's files (continuing a round they hold), the
+//! access rules (`auth`), TLS if configured, and the socket; `Server::run`
+//! serves until the `Shutdown` it is given is triggered (the binary triggers it
+//! on SIGTERM or SIGINT, tests directly). Each admitted connection gets its own
+//! OS thread running a `Handler`. The `Registry` (`limits`) bounds connections
+//! in all, those without HELLO, and those of one agency; a connection it
+//! refuses gets ERROR BUSY from the accept loop itself (or, inside TLS, from
+//! one refusing thread), so the number of threads stays bounded.
 //!
 //! Stopping: the trigger connects to our own address so the blocked `accept`
 //! returns. The accept loop then closes the listener, shuts the read side of
@@ -14,24 +16,27 @@
 //! the draw waiters, joins every handler thread and flushes the bets file,
 //! logging each step.
 
+use crate::auth::{Access, Tokens, TokensError};
 use crate::config::ServerConfig;
 use crate::connection::{self, Connection};
 use crate::draw;
-use crate::handler::Handler;
-use crate::locks::lock;
+use crate::handler::{Context, Handler};
+use crate::limits::{LogLimiter, Refusal, Registration, Registry, suppressed_note};
 use crate::lottery::Lottery;
 use crate::protocol::{ErrorCode, Reply};
 use crate::shutdown::Shutdown;
 use crate::storage::{BetStore, Recovered, StorageError};
+use crate::tls::{self, TlsError};
+use crate::transport::{Socket, Stream};
 use log::{error, info, warn};
-use socket2::{Domain, Protocol, Socket, Type};
-use std::collections::HashMap;
+use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,6 +52,13 @@ const MAX_ACCEPT_BACKOFF_MS: u64 = 1000;
 /// once overflowed (dropped handshakes, then a reset connection mid-ingest). The
 /// kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 4096;
+/// File descriptors kept for what is not a connection: the round's files, the
+/// listener, the draw's readers, the signal pipe.
+const RESERVED_DESCRIPTORS: u64 = 64;
+/// Refusals inside TLS waiting for the refusing thread; past this they are just closed.
+const TLS_REFUSALS_QUEUED: usize = 64;
+/// How long a refused TLS peer gets to complete the handshake to hear BUSY.
+const TLS_REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the server could not start or had to stop.
 #[derive(Debug)]
@@ -58,6 +70,10 @@ pub enum ServerError {
     },
     /// The round's files could not be opened or read back.
     Storage(StorageError),
+    /// The tokens file cannot be used.
+    Tokens(TokensError),
+    /// The TLS certificate or key cannot be used.
+    Tls(TlsError),
     /// Connection threads panicked (a bug); the server stopped in order anyway.
     HandlersPanicked { count: usize },
 }
@@ -90,6 +106,8 @@ impl fmt::Display for ServerError {
                  (0 for any free port) or SERVER_IP"
             ),
             ServerError::Storage(e) => write!(f, "{e}"),
+            ServerError::Tokens(e) => write!(f, "{e}"),
+            ServerError::Tls(e) => write!(f, "{e}"),
             ServerError::HandlersPanicked { count } => write!(
                 f,
                 "{count} connection threads panicked; this is a bug, please report it with the log"
@@ -107,58 +125,49 @@ impl From<StorageError> for ServerError {
     }
 }
 
-/// The open connections, so the stop can reach their sockets. Its size is the
-/// number of connections being served.
-#[derive(Default)]
-struct OpenConnections {
-    streams: Mutex<HashMap<u64, (SocketAddr, TcpStream)>>,
-}
-
-impl OpenConnections {
-    fn count(&self) -> usize {
-        lock(&self.streams).len()
-    }
-
-    fn add(&self, id: u64, peer: SocketAddr, stream: TcpStream) {
-        lock(&self.streams).insert(id, (peer, stream));
-    }
-
-    fn remove(&self, id: u64) {
-        lock(&self.streams).remove(&id);
-    }
-
-    /// Shuts `how` on every open socket; returns their peers.
-    fn shut_all(&self, how: SocketShutdown) -> Vec<SocketAddr> {
-        lock(&self.streams)
-            .values()
-            .map(|(peer, stream)| {
-                // The peer may have closed already; the handler will see it either way.
-                let _ = stream.shutdown(how);
-                *peer
-            })
-            .collect()
-    }
-}
-
-/// Removes a connection from the registry when its handler ends, however it ends.
-struct Registration {
-    open: Arc<OpenConnections>,
-    id: u64,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.open.remove(self.id);
-    }
-}
-
 /// A bound server, ready to `run`.
 pub struct Server {
     listener: TcpListener,
     config: ServerConfig,
-    store: Arc<BetStore>,
-    lottery: Lottery,
-    open: Arc<OpenConnections>,
+    context: Arc<Context>,
+    registry: Arc<Registry>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// A listening socket on `address`, set up as `TcpListener::bind` does
+/// (address reuse, close-on-exec) but with a backlog of `LISTEN_BACKLOG`.
+fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = RawSocket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Raises the open-files limit to its hard limit and returns the connections
+/// the descriptors allow (each connection uses one).
+fn descriptors_for_connections() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let Some(hard) = limit.maximum
+        && limit.current != Some(hard)
+    {
+        let raised = Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            warn!(
+                "action: config | result: in_progress | detail: could not raise the open-files limit: {e}"
+            );
+        }
+    }
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    soft.saturating_sub(RESERVED_DESCRIPTORS).max(1)
 }
 
 /// Says what a resumed round held, and warns of what the user should know.
@@ -186,25 +195,38 @@ fn log_recovery(store: &BetStore, recovered: &Recovered) {
     }
 }
 
-/// A listening socket on `address`, set up as `TcpListener::bind` does
-/// (address reuse, close-on-exec) but with a backlog of `LISTEN_BACKLOG`.
-fn listen(address: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
-
 impl Server {
-    /// Opens the bets file (continuing the round it holds, if any) and the
-    /// listening socket. When every agency of a resumed round had finished,
-    /// the draw is held again here, before any agency is served.
-    pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+    /// Reads the access rules and TLS settings, opens the bets file (continuing
+    /// the round it holds, if any) and the listening socket. When every agency
+    /// of a resumed round had finished, the draw is held again here, before
+    /// any agency is served.
+    pub fn bind(mut config: ServerConfig) -> Result<Server, ServerError> {
+        let access = match &config.tokens_file {
+            Some(path) => {
+                let (tokens, readable) =
+                    Tokens::load(path, config.agencies).map_err(ServerError::Tokens)?;
+                if readable {
+                    warn!(
+                        "action: config | result: in_progress | path: {} | detail: the tokens file can be read by other users; run chmod 600 on it",
+                        path.display()
+                    );
+                }
+                Access::Tokens(tokens)
+            }
+            None => Access::LoopbackOnly,
+        };
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls::server_config(cert, key).map_err(ServerError::Tls)?),
+            None => None,
+        };
+        let allowed = descriptors_for_connections();
+        if config.max_connections as u64 > allowed {
+            warn!(
+                "action: config | result: in_progress | detail: SERVER_MAX_CONNECTIONS lowered from {} to {allowed}, what the open-files limit allows (raise it with ulimit -n)",
+                config.max_connections
+            );
+            config.max_connections = usize::try_from(allowed).unwrap_or(usize::MAX);
+        }
         let (store, recovered) = BetStore::open(&config.bets_file, config.agencies)?;
         log_recovery(&store, &recovered);
         let address = SocketAddr::new(config.ip, config.port);
@@ -214,12 +236,22 @@ impl Server {
         if lottery.claim_draw() {
             lottery.hold_draw(|| draw::compute_winners(store.path(), &store.reader()?));
         }
+        let registry = Arc::new(Registry::new(config.max_connections));
+        let context = Arc::new(Context {
+            lottery,
+            store,
+            access,
+            registry: Arc::clone(&registry),
+            log_limiter: LogLimiter::default(),
+            draw_wait: config.draw_wait,
+            hello_timeout: config.hello_timeout,
+        });
         Ok(Server {
             listener,
-            lottery,
             config,
-            store,
-            open: Arc::new(OpenConnections::default()),
+            context,
+            registry,
+            tls,
         })
     }
 
@@ -241,12 +273,21 @@ impl Server {
                 );
             }
         });
-        let port = wake_address.port();
         info!(
             "action: config | result: success | {}",
-            self.config.describe(port)
+            self.config.describe(wake_address.port())
         );
-        let handlers = self.accept_until(&shutdown);
+        if matches!(self.context.access, Access::LoopbackOnly) {
+            warn!(
+                "action: config | result: in_progress | autenticacion: solo_loopback | detail: no SERVER_TOKENS_FILE: any token is accepted, so only peers on this machine (127.0.0.0/8, ::1) are served; set SERVER_TOKENS_FILE to serve agencies elsewhere"
+            );
+        }
+        let refuser = self
+            .tls
+            .as_ref()
+            .map(|tls| TlsRefuser::start(Arc::clone(tls)));
+        let handlers = self.accept_until(&shutdown, refuser.as_ref());
+        drop(refuser);
         match self.stop(handlers) {
             0 => Ok(()),
             count => Err(ServerError::HandlersPanicked { count }),
@@ -267,7 +308,11 @@ impl Server {
         address
     }
 
-    fn accept_until(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
+    fn accept_until(
+        &self,
+        shutdown: &Shutdown,
+        refuser: Option<&TlsRefuser>,
+    ) -> Vec<JoinHandle<()>> {
         let mut handlers: Vec<JoinHandle<()>> = Vec::new();
         let mut next_id: u64 = 0;
         let mut backoff = Duration::from_millis(10);
@@ -290,16 +335,40 @@ impl Server {
             };
             backoff = Duration::from_millis(10);
             handlers.retain(|h| !h.is_finished());
-            if self.open.count() >= self.config.max_connections {
-                warn!(
-                    "action: conexion_rechazada | result: fail | peer: {peer} | error: BUSY | open_connections: {}",
-                    self.open.count()
-                );
-                refuse_busy(stream);
-                continue;
-            }
             next_id += 1;
-            match self.spawn_handler(next_id, stream, peer, shutdown) {
+            let tcp = Arc::new(stream);
+            match self.registry.admit(next_id, peer, Arc::clone(&tcp)) {
+                Ok(evicted) => {
+                    if let Some(evicted) = evicted
+                        && let Some(suppressed) = self.context.log_limiter.allow(evicted.ip())
+                    {
+                        warn!(
+                            "action: conexion_desalojada | result: fail | peer: {evicted} | detail: it had not sent HELLO, and a new connection needed its slot{}",
+                            suppressed_note(suppressed)
+                        );
+                    }
+                }
+                Err(refusal) => {
+                    if let Some(suppressed) = self.context.log_limiter.allow(peer.ip()) {
+                        warn!(
+                            "action: conexion_rechazada | result: fail | peer: {peer} | error: BUSY | open_connections: {} | detail: {}{}",
+                            self.registry.count(),
+                            refusal.detail(),
+                            suppressed_note(suppressed)
+                        );
+                    }
+                    match refuser {
+                        Some(refuser) => refuser.refuse(tcp, refusal),
+                        None => refuse_busy(&tcp, refusal),
+                    }
+                    continue;
+                }
+            }
+            let registration = Registration {
+                registry: Arc::clone(&self.registry),
+                id: next_id,
+            };
+            match self.spawn_handler(next_id, tcp, peer, shutdown, registration) {
                 Ok(handle) => handlers.push(handle),
                 Err(e) => error!(
                     "action: conexion | result: fail | peer: {peer} | error: could not start a thread: {e}"
@@ -312,28 +381,31 @@ impl Server {
     fn spawn_handler(
         &self,
         id: u64,
-        stream: TcpStream,
+        tcp: Arc<TcpStream>,
         peer: SocketAddr,
         shutdown: &Shutdown,
+        registration: Registration,
     ) -> io::Result<JoinHandle<()>> {
-        let registry_clone = stream.try_clone()?;
+        let socket = Socket::new(tcp);
+        let stream = match &self.tls {
+            Some(tls) => {
+                let session = rustls::ServerConnection::new(Arc::clone(tls))
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                Stream::TlsServer(Box::new(rustls::StreamOwned::new(session, socket)))
+            }
+            None => Stream::Plain(socket),
+        };
         let connection = Connection::new(
             stream,
             connection::SERVER_READ_BUFFER_LEN,
             self.config.idle_timeout,
         )?;
-        self.open.add(id, peer, registry_clone);
-        let registration = Registration {
-            open: Arc::clone(&self.open),
-            id,
-        };
         let handler = Handler::new(
+            id,
             connection,
             peer,
-            self.lottery.clone(),
-            Arc::clone(&self.store),
+            Arc::clone(&self.context),
             shutdown.clone(),
-            self.config.draw_wait,
         );
         std::thread::Builder::new()
             .name(format!("conn-{id}"))
@@ -348,9 +420,8 @@ impl Server {
     fn stop(self, handlers: Vec<JoinHandle<()>>) -> usize {
         let Server {
             listener,
-            store,
-            lottery,
-            open,
+            context,
+            registry,
             ..
         } = self;
         let address = listener.local_addr().ok();
@@ -363,16 +434,16 @@ impl Server {
         // ERROR SHUTTING_DOWN on the still-open write side, and ends. Sockets
         // first, then the draw waiters: woken first, they could leave the
         // registry before their close is logged.
-        for peer in open.shut_all(SocketShutdown::Read) {
+        for peer in registry.shut_all(SocketShutdown::Read) {
             info!("action: close_connection | result: success | peer: {peer}");
         }
-        lottery.begin_shutdown();
+        context.lottery.begin_shutdown();
         let grace_end = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
         while handlers.iter().any(|h| !h.is_finished()) && Instant::now() < grace_end {
             std::thread::sleep(Duration::from_millis(5));
         }
         // Anyone still blocked (say, writing to a peer that does not read) is cut off.
-        open.shut_all(SocketShutdown::Both);
+        registry.shut_all(SocketShutdown::Both);
         let panicked = handlers
             .into_iter()
             .map(JoinHandle::join)
@@ -381,10 +452,10 @@ impl Server {
         if panicked > 0 {
             error!("action: close_connection | result: fail | handler_panics: {panicked}");
         }
-        match store.close() {
+        match context.store.close() {
             Ok(()) => info!(
                 "action: close_bets_file | result: success | path: {}",
-                store.path().display()
+                context.store.path().display()
             ),
             Err(e) => error!("action: close_bets_file | result: fail | error: {e}"),
         }
@@ -393,18 +464,16 @@ impl Server {
     }
 }
 
-/// Answers ERROR BUSY and closes, without ever blocking the accept loop.
-fn refuse_busy(mut stream: TcpStream) {
-    let Ok(bytes) = Reply::error(
-        ErrorCode::Busy,
-        "the server is serving as many connections as it allows; retry later",
-    )
-    .encode() else {
+/// Answers ERROR BUSY on a plain connection and closes it, without ever
+/// blocking the accept loop.
+fn refuse_busy(stream: &TcpStream, refusal: Refusal) {
+    let Ok(bytes) = Reply::error(ErrorCode::Busy, refusal.detail()).encode() else {
         return;
     };
     if stream.set_nonblocking(true).is_err() {
         return;
     }
+    let mut stream = stream;
     // A fresh socket's send buffer is empty, so this small write completes at once.
     let _ = stream.write_all(&bytes);
     let _ = stream.shutdown(SocketShutdown::Write);
@@ -416,5 +485,69 @@ fn refuse_busy(mut stream: TcpStream) {
             Ok(n) if n > 0 => continue,
             _ => break,
         }
+    }
+}
+
+/// Refuses TLS connections in a thread of its own: BUSY must be said inside
+/// TLS, after a handshake the accept loop cannot wait for. One thread, a
+/// bounded queue; a refusal that does not fit is just closed.
+struct TlsRefuser {
+    queue: Option<SyncSender<(Arc<TcpStream>, Refusal)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TlsRefuser {
+    fn start(tls: Arc<rustls::ServerConfig>) -> TlsRefuser {
+        let (queue, refusals) = std::sync::mpsc::sync_channel(TLS_REFUSALS_QUEUED);
+        let thread = std::thread::Builder::new()
+            .name("tls-refusals".into())
+            .spawn(move || refuse_in_tls(&tls, &refusals))
+            .ok();
+        TlsRefuser {
+            queue: Some(queue),
+            thread,
+        }
+    }
+
+    fn refuse(&self, tcp: Arc<TcpStream>, refusal: Refusal) {
+        if let Some(queue) = &self.queue
+            && let Err(TrySendError::Full((tcp, _)) | TrySendError::Disconnected((tcp, _))) =
+                queue.try_send((tcp, refusal))
+        {
+            let _ = tcp.shutdown(SocketShutdown::Both);
+        }
+    }
+}
+
+impl Drop for TlsRefuser {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has answered what is queued.
+        self.queue = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn refuse_in_tls(tls: &Arc<rustls::ServerConfig>, refusals: &Receiver<(Arc<TcpStream>, Refusal)>) {
+    for (tcp, refusal) in refusals {
+        let Ok(session) = rustls::ServerConnection::new(Arc::clone(tls)) else {
+            continue;
+        };
+        let stream = Stream::TlsServer(Box::new(rustls::StreamOwned::new(
+            session,
+            Socket::new(Arc::clone(&tcp)),
+        )));
+        if let Ok(mut conn) = Connection::new(stream, 64, TLS_REFUSAL_TIMEOUT)
+            && conn
+                .complete_handshake(Instant::now() + TLS_REFUSAL_TIMEOUT)
+                .is_ok()
+            && conn
+                .queue_reply(&Reply::error(ErrorCode::Busy, refusal.detail()))
+                .is_ok()
+        {
+            let _ = conn.flush();
+        }
+        let _ = tcp.shutdown(SocketShutdown::Both);
     }
 }

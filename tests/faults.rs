@@ -129,10 +129,12 @@ fn a_client_whose_server_is_killed_mid_run_fails_clearly() {
 
 #[test]
 fn a_connection_flood_gets_busy_and_threads_return_to_baseline() {
-    let server = ServerProcess::start(1, &[("SERVER_MAX_CONNECTIONS", "8")]);
+    let server = ServerProcess::start(8, &[("SERVER_MAX_CONNECTIONS", "8")]);
     let baseline = thread_count(server.pid());
-    let mut held: Vec<TcpStream> = (0..8).map(|_| connect(server.port)).collect();
-    // The server has registered all eight before the excess arrives.
+    // Eight agencies hold every slot, each with its session open.
+    let mut held: Vec<TcpStream> = (1..=8)
+        .map(|agency| session(server.port, agency).0)
+        .collect();
     wait_for_threads(server.pid(), baseline + 8);
     let mut excess: Vec<TcpStream> = (0..12).map(|_| connect(server.port)).collect();
     for stream in &mut excess {
@@ -141,12 +143,12 @@ fn a_connection_flood_gets_busy_and_threads_return_to_baseline() {
         assert_closed(stream);
     }
     // The eight held connections are served.
-    for stream in &mut held {
+    for (index, stream) in held.iter_mut().enumerate() {
+        let agency = index as u32 + 1;
         assert_eq!(
-            exchange(stream, &hello_message(1, ANY_TOKEN)),
-            Wire::Welcome(0, 0)
+            exchange(stream, &get_winners_message(agency)),
+            Wire::NoWinners
         );
-        assert_eq!(exchange(stream, &get_winners_message(1)), Wire::NoWinners);
     }
     drop(held);
     drop(excess);

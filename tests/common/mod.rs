@@ -8,12 +8,14 @@ mod data;
 mod inprocess;
 mod process;
 mod proxy;
+mod tls;
 mod wire;
 
 pub use data::*;
 pub use inprocess::*;
 pub use process::*;
 pub use proxy::*;
+pub use tls::*;
 pub use wire::*;
 
 use std::time::{Duration, Instant};

@@ -121,7 +121,7 @@ pub enum Wire {
     Closed,
 }
 
-fn read_exact_or_closed(stream: &mut TcpStream, buf: &mut [u8]) -> bool {
+fn read_exact_or_closed(stream: &mut (impl Read + ?Sized), buf: &mut [u8]) -> bool {
     match stream.read_exact(buf) {
         Ok(()) => true,
         Err(e)
@@ -137,12 +137,12 @@ fn read_exact_or_closed(stream: &mut TcpStream, buf: &mut [u8]) -> bool {
 }
 
 /// Reads one reply, decoding the bytes by hand as PROTOCOL.md lays them out.
-pub fn read_wire(stream: &mut TcpStream) -> Wire {
+pub fn read_wire(stream: &mut impl Read) -> Wire {
     let mut id = [0u8; 2];
     if !read_exact_or_closed(stream, &mut id) {
         return Wire::Closed;
     }
-    let u16_field = |stream: &mut TcpStream| {
+    let u16_field = |stream: &mut dyn Read| {
         let mut b = [0u8; 2];
         assert!(
             read_exact_or_closed(stream, &mut b),
@@ -199,7 +199,7 @@ pub fn session(port: u16, agency: u32) -> (TcpStream, u32, u8) {
 }
 
 /// Sends `bytes` and reads one reply.
-pub fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> Wire {
+pub fn exchange<S: Read + Write>(stream: &mut S, bytes: &[u8]) -> Wire {
     stream.write_all(bytes).expect("send");
     read_wire(stream)
 }
@@ -213,18 +213,22 @@ pub fn expect_error(reply: Wire, code: u16) -> String {
 }
 
 /// The connection was closed by the server: a read gives end of file (or a reset).
-pub fn assert_closed(stream: &mut TcpStream) {
+pub fn assert_closed(stream: &mut impl Read) {
     let mut byte = [0u8; 1];
     match stream.read(&mut byte) {
         Ok(0) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+            ) => {}
         other => panic!("expected the server to close the connection, got {other:?}"),
     }
 }
 
 /// Reads one agency's whole winners answer (parts and the final WINNERS) on
 /// `stream`; `None` for NO_WINNERS.
-pub fn read_winners(stream: &mut TcpStream) -> Option<Vec<String>> {
+pub fn read_winners(stream: &mut impl Read) -> Option<Vec<String>> {
     let mut parts = Vec::new();
     loop {
         match read_wire(stream) {
@@ -250,11 +254,18 @@ pub fn read_winners(stream: &mut TcpStream) -> Option<Vec<String>> {
 /// has happened; returns the documents in the order the server sent them.
 pub fn fetch_winners(port: u16, agency: u32) -> Vec<String> {
     super::wait_until(&format!("the winners of agency {agency}"), || {
-        let (mut stream, _, _) = session(port, agency);
-        stream
-            .write_all(&get_winners_message(agency))
-            .expect("send");
-        let winners = read_winners(&mut stream);
+        let mut stream = connect(port);
+        let winners = match exchange(&mut stream, &hello_message(agency, ANY_TOKEN)) {
+            Wire::Welcome(..) => {
+                stream
+                    .write_all(&get_winners_message(agency))
+                    .expect("send");
+                read_winners(&mut stream)
+            }
+            // A server at its limit: ask again.
+            Wire::Error(code::BUSY, _) => None,
+            other => panic!("expected WELCOME for agency {agency}, got {other:?}"),
+        };
         if winners.is_none() {
             std::thread::sleep(Duration::from_millis(20));
         }
