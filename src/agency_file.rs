@@ -488,4 +488,37 @@ mod tests {
             Err(AgencyFileError::Io(_))
         ));
     }
+
+    #[test]
+    fn seeded_random_files_never_panic_and_rows_stay_bounded() {
+        let mut state: u64 = 0xA5A5_5A5A_1234_5678;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet: &[u8] = b"ab,\"\r\n\xef\xbb\xbf\xc3\xa1 7\x00";
+        for _ in 0..300 {
+            let len = (next() % 20_000) as usize;
+            let mut text: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            if next() % 4 == 0 {
+                // Now and then a very long field.
+                text.extend(std::iter::repeat_n(b'x', (next() % 20_000) as usize));
+            }
+            let file = file_of(&text);
+            let mut reader = AgencyFile::open(file.path()).unwrap();
+            let mut last_line = 0;
+            while let Some(row) = reader.next_row().unwrap() {
+                assert!(row.line > last_line && row.lines >= 1, "{row:?}");
+                last_line = row.line + row.lines - 1;
+                if let Ok(fields) = row.content {
+                    let kept: usize = fields.fields.iter().map(|f| f.len()).sum();
+                    assert!(kept <= MAX_ROW_LEN);
+                }
+            }
+        }
+    }
 }

@@ -64,8 +64,8 @@ pub(crate) enum BetError {
     NameTooLong { field: &'static str, len: usize },
     /// A name holds a control character (tab, newline, NUL...).
     ControlCharacter { field: &'static str },
-    /// A name is made only of whitespace.
-    BlankName { field: &'static str },
+    /// A name has no letter (blank, or only punctuation, digits or invisible characters).
+    NoLetter { field: &'static str },
     /// A name is not valid UTF-8.
     NotUtf8 { field: &'static str },
     /// The document is not 1 to 10 ASCII digits.
@@ -95,15 +95,18 @@ impl fmt::Display for BetError {
             BetError::ControlCharacter { field } => {
                 write!(f, "{field} contains a control character")
             }
-            BetError::BlankName { field } => write!(f, "{field} is only whitespace"),
+            BetError::NoLetter { field } => write!(
+                f,
+                "{field} has no letter (a name must have at least one, so it is never blank or invisible)"
+            ),
             BetError::NotUtf8 { field } => write!(f, "{field} is not valid UTF-8"),
             BetError::BadDocument { document } => write!(
                 f,
-                "document {document:?} is not 1 to {MAX_DOCUMENT_LEN} ASCII digits"
+                "document \"{document}\" is not 1 to {MAX_DOCUMENT_LEN} ASCII digits"
             ),
             BetError::BadBirthdate { birthdate } => write!(
                 f,
-                "birthdate {birthdate:?} is not a real date in the form YYYY-MM-DD"
+                "birthdate \"{birthdate}\" is not a real date in the form YYYY-MM-DD"
             ),
             BetError::BirthdateTooEarly { birthdate } => write!(
                 f,
@@ -116,7 +119,7 @@ impl fmt::Display for BetError {
                 write!(f, "number {number} is outside 0..={MAX_NUMBER}")
             }
             BetError::BadNumberText { text } => {
-                write!(f, "number {text:?} is not 1 to 4 ASCII digits")
+                write!(f, "number \"{text}\" is not 1 to 4 ASCII digits")
             }
             BetError::WrongColumnCount { found } => write!(
                 f,
@@ -129,14 +132,16 @@ impl fmt::Display for BetError {
 
 impl std::error::Error for BetError {}
 
-/// A field's bytes for an error message: lossy UTF-8, at most 32 characters.
+/// A field's bytes for an error message: lossy UTF-8, at most 32 characters,
+/// escaped (it comes from outside and ends up in logs).
 fn shown(bytes: &[u8]) -> String {
     const SHOWN_CHARS: usize = 32;
     let text = String::from_utf8_lossy(bytes);
-    match text.char_indices().nth(SHOWN_CHARS) {
+    let cut = match text.char_indices().nth(SHOWN_CHARS) {
         Some((cut, _)) => format!("{}...", &text[..cut]),
         None => text.into_owned(),
-    }
+    };
+    text::escape(&cut)
 }
 
 fn validate_name(field: &'static str, name: &[u8]) -> Result<(), BetError> {
@@ -152,7 +157,7 @@ fn validate_name(field: &'static str, name: &[u8]) -> Result<(), BetError> {
     text::check_name(name).map_err(|problem| match problem {
         NameProblem::NotUtf8 => BetError::NotUtf8 { field },
         NameProblem::Control => BetError::ControlCharacter { field },
-        NameProblem::Blank => BetError::BlankName { field },
+        NameProblem::NoLetter => BetError::NoLetter { field },
     })
 }
 
@@ -365,7 +370,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             with(|b| b.last_name = " \u{3000} ".into()),
-            Err(BetError::BlankName { field: "last_name" })
+            Err(BetError::NoLetter { field: "last_name" })
         );
         assert_eq!(with(|b| b.last_name = "a".repeat(255)), Ok(()));
         assert_eq!(

@@ -25,6 +25,7 @@ use crate::locks::lock;
 use crate::protocol::{self, AgencyStatus, ErrorCode, ProtocolError, Reply, Request};
 use crate::retry::{self, Backoff, WaitReport};
 use crate::shutdown::Shutdown;
+use crate::text;
 use crate::tls::{self, TlsError};
 use crate::transport::{Socket, Stream};
 use log::{debug, info, warn};
@@ -38,6 +39,9 @@ use std::time::{Duration, Instant};
 
 /// Longest single sleep while waiting, so a stop request is noticed promptly.
 const SLEEP_SLICE_MS: u64 = 50;
+/// FINISHes sent again when the server, asked for the winners, says the
+/// agency's FINISH is not recorded (a server whose records were lost).
+const MAX_FINISHES: u32 = 3;
 /// Longest wait for one connection attempt to be accepted.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -73,10 +77,15 @@ pub enum ClientError {
     ServerAhead { stored: u64, total: u64 },
     /// No progress (a WELCOME, an ack) within the timeout; `last` is the last error.
     NoProgress { waited: Duration, last: String },
-    /// The draw did not happen within the timeout.
-    DrawTimeout { waited: Duration },
+    /// The draw did not happen within the timeout; `last` is the last error, if any.
+    DrawTimeout {
+        waited: Duration,
+        last: Option<String>,
+    },
     /// The stop was requested before the winners arrived.
     Interrupted { acked: u64, read: u64 },
+    /// The server's winners answer breaks the protocol's rules.
+    BadWinners { reason: String },
     /// The TLS settings cannot be used (CLI_TLS_CA, CLI_TLS_SERVER_NAME).
     TlsSetup(TlsError),
     /// TLS with the server failed: a certificate that does not verify, or one
@@ -119,7 +128,15 @@ impl fmt::Display for ClientError {
                 during,
                 code,
                 detail,
-            } => write!(f, "the server refused while {during}: {code}: {detail}"),
+            } => write!(
+                f,
+                "the server refused while {during}: {code}: {}",
+                text::escape(detail)
+            ),
+            ClientError::BadWinners { reason } => write!(
+                f,
+                "the server's answer with the winners is not valid ({reason}); it was refused"
+            ),
             ClientError::UnexpectedReply { during, reply } => {
                 write!(f, "unexpected reply while {during}: {reply}")
             }
@@ -133,11 +150,17 @@ impl fmt::Display for ClientError {
                 "no progress for {} s (CLI_TIMEOUT_S); the last error: {last}",
                 waited.as_secs()
             ),
-            ClientError::DrawTimeout { waited } => write!(
-                f,
-                "the draw did not happen within {} s (CLI_TIMEOUT_S); have all agencies finished?",
-                waited.as_secs()
-            ),
+            ClientError::DrawTimeout { waited, last } => {
+                write!(
+                    f,
+                    "the draw did not happen within {} s (CLI_TIMEOUT_S); have all agencies finished?",
+                    waited.as_secs()
+                )?;
+                if let Some(last) = last {
+                    write!(f, " The last error: {last}")?;
+                }
+                Ok(())
+            }
             ClientError::TlsSetup(e) => write!(f, "{e}"),
             ClientError::Tls { reason } => write!(
                 f,
@@ -313,13 +336,23 @@ impl Agency {
         // settings are start-up errors.
         self.tls = self.tls_settings()?;
         self.open_data_file()?;
+        let mut rounds = 0;
         let winners = loop {
             self.send_bets()?;
             match self.ask_for_winners()? {
                 Some(winners) => break winners,
                 // The server does not hold this agency's FINISH (its records
-                // were lost): send it again.
-                None => continue,
+                // were lost): send it again, but not forever.
+                None if rounds < MAX_FINISHES => rounds += 1,
+                None => {
+                    return Err(ClientError::UnexpectedReply {
+                        during: "asking for the winners",
+                        reply: format!(
+                            "after {MAX_FINISHES} acknowledged FINISHes, the server still says \
+                             this agency has not finished"
+                        ),
+                    });
+                }
             }
         };
         info!(
@@ -847,6 +880,7 @@ impl Agency {
                     if deadline.expired() {
                         return Err(ClientError::DrawTimeout {
                             waited: deadline.last_progress.elapsed(),
+                            last: None,
                         });
                     }
                     self.sleep(self.backoff.interval())?;
@@ -855,6 +889,7 @@ impl Agency {
                     if deadline.expired() {
                         return Err(ClientError::DrawTimeout {
                             waited: deadline.last_progress.elapsed(),
+                            last: Some(e.to_string()),
                         });
                     }
                     self.pause_after(&e, "asking for the winners", &deadline)?;
@@ -887,15 +922,15 @@ impl Agency {
             agency: self.config.id,
         };
         self.send(&mut conn, &request, DURING)?;
-        let mut parts: Vec<String> = Vec::new();
+        let mut winners = WinnersList::new(welcome.stored);
         loop {
             // The whole answer must come by the deadline, however it trickles in.
             match self.read_reply(&mut conn, deadline.at(), DURING)? {
-                Reply::NoWinners if parts.is_empty() => return Ok(WinnersAnswer::NotYet),
-                Reply::WinnersPart { documents } => parts.push(documents),
+                Reply::NoWinners if winners.is_empty() => return Ok(WinnersAnswer::NotYet),
+                Reply::WinnersPart { documents } => winners.add_part(&documents)?,
                 Reply::Winners { documents } => {
-                    parts.push(documents);
-                    return Ok(WinnersAnswer::Winners(split_documents(&parts)));
+                    winners.add_last(&documents)?;
+                    return Ok(WinnersAnswer::Winners(winners.documents));
                 }
                 other => {
                     return Err(ClientError::UnexpectedReply {
@@ -955,14 +990,73 @@ fn refusal_as_error(reply: Reply, during: &'static str) -> Result<Reply, ClientE
     }
 }
 
-/// Joins the payloads of WINNERS_PART/WINNERS and splits them into documents.
-fn split_documents(parts: &[String]) -> Vec<String> {
-    parts
-        .iter()
-        .flat_map(|part| part.split(','))
-        .filter(|document| !document.is_empty())
-        .map(str::to_string)
-        .collect()
+/// An agency's winners as their parts arrive, checked against the protocol's
+/// rules: whole documents of 1 to 10 digits, no empty part, and no more of
+/// them than the agency has bets stored (so a server that streams parts
+/// forever is refused, not followed).
+struct WinnersList {
+    documents: Vec<String>,
+    parts: usize,
+    most: u64,
+}
+
+impl WinnersList {
+    fn new(stored: u64) -> WinnersList {
+        WinnersList {
+            documents: Vec::new(),
+            parts: 0,
+            most: stored,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.parts == 0
+    }
+
+    fn bad(reason: String) -> ClientError {
+        ClientError::BadWinners { reason }
+    }
+
+    /// A WINNERS_PART: never empty.
+    fn add_part(&mut self, payload: &str) -> Result<(), ClientError> {
+        if payload.is_empty() {
+            return Err(Self::bad("an empty WINNERS_PART".into()));
+        }
+        self.add(payload)
+    }
+
+    /// The final WINNERS: empty only when it is the whole answer (no winners).
+    fn add_last(&mut self, payload: &str) -> Result<(), ClientError> {
+        if payload.is_empty() {
+            if self.parts > 0 {
+                return Err(Self::bad("an empty WINNERS after WINNERS_PART".into()));
+            }
+            return Ok(());
+        }
+        self.add(payload)
+    }
+
+    fn add(&mut self, payload: &str) -> Result<(), ClientError> {
+        self.parts += 1;
+        for document in payload.split(',') {
+            let digits =
+                (1..=10).contains(&document.len()) && document.bytes().all(|b| b.is_ascii_digit());
+            if !digits {
+                return Err(Self::bad(format!(
+                    "\"{}\" is not a document of 1 to 10 digits",
+                    text::escape(crate::text::truncate_utf8(document, 32))
+                )));
+            }
+            if self.documents.len() as u64 >= self.most {
+                return Err(Self::bad(format!(
+                    "more winners than the {} bets the server holds of this agency",
+                    self.most
+                )));
+            }
+            self.documents.push(document.to_string());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -971,11 +1065,33 @@ mod tests {
 
     #[test]
     fn winner_parts_join_into_documents() {
-        assert_eq!(split_documents(&[String::new()]), Vec::<String>::new());
-        assert_eq!(
-            split_documents(&["1,2".into(), "3".into()]),
-            vec!["1".to_string(), "2".into(), "3".into()]
-        );
+        let mut none = WinnersList::new(5);
+        none.add_last("").unwrap();
+        assert!(none.documents.is_empty());
+        let mut list = WinnersList::new(5);
+        list.add_part("1,22").unwrap();
+        list.add_last("3333333333").unwrap();
+        assert_eq!(list.documents, ["1", "22", "3333333333"]);
+    }
+
+    #[test]
+    fn winners_that_break_the_rules_are_refused() {
+        let refused = |parts: &[&str], last: &str, stored: u64| {
+            let mut list = WinnersList::new(stored);
+            let outcome = parts
+                .iter()
+                .try_for_each(|p| list.add_part(p))
+                .and_then(|()| list.add_last(last));
+            matches!(outcome, Err(ClientError::BadWinners { .. }))
+        };
+        assert!(refused(&[""], "1", 9), "an empty part");
+        assert!(refused(&["1"], "", 9), "an empty last part after parts");
+        assert!(refused(&[], "1,,2", 9), "an empty item");
+        assert!(refused(&[], "12a", 9), "not digits");
+        assert!(refused(&[], "12345678901", 9), "eleven digits");
+        assert!(refused(&[], "1,2,3", 2), "more winners than bets stored");
+        assert!(refused(&["1", "2"], "3", 2), "more winners, over parts");
+        assert!(!refused(&["1", "2"], "3", 3));
     }
 
     #[test]

@@ -326,7 +326,7 @@ start-up error, 1 for any other failure.";
              hello_timeout_ms: {} | autenticacion: {} | tls: {}",
             self.ip,
             self.agencies,
-            self.bets_file.display(),
+            crate::text::escape(&self.bets_file.display().to_string()),
             self.log_level,
             self.draw_wait.as_millis(),
             self.idle_timeout.as_millis(),
@@ -484,8 +484,8 @@ SIGTERM stopped it before the winners arrived (run it again to go on).";
              batches_in_flight: {} | retry_interval_ms: {} | timeout_s: {} | log_level: {} | \
              token: {} | tls: {}",
             self.id,
-            self.server_address,
-            self.data_file.display(),
+            crate::text::escape(&self.server_address),
+            crate::text::escape(&self.data_file.display().to_string()),
             self.batch_max_amount
                 .map_or_else(|| "auto".to_string(), |n| n.to_string()),
             self.batches_in_flight,

@@ -16,20 +16,26 @@ fn is_latin1_upper_half(text: &[u8], at: usize) -> bool {
     text.get(at) == Some(&0xC3) && matches!(text.get(at + 1), Some(0x80..=0xBF))
 }
 
+/// Whether the Latin-1 character at `text[at..]` (see `is_latin1_upper_half`)
+/// is a letter: all of them but `×` (0xC3 0x97) and `÷` (0xC3 0xB7).
+fn is_latin1_letter(text: &[u8], at: usize) -> bool {
+    !matches!(text.get(at + 1), Some(0x97 | 0xB7))
+}
+
 /// A name's character rules (`text::check_name`) for a name of ASCII and
 /// Latin-1 characters, in one pass over its bytes; `None` for any other name,
 /// which the plain rules check.
 pub(crate) fn check_name(name: &[u8]) -> Option<Result<(), NameProblem>> {
-    let (mut visible, mut control) = (false, false);
+    let (mut letter, mut control) = (false, false);
     let mut at = 0;
     while let Some(&b) = name.get(at) {
         match b {
-            0x21..=0x7E => visible = true,
-            b' ' => {}
+            b'a'..=b'z' | b'A'..=b'Z' => letter = true,
+            0x20..=0x7E => {}
             // Not settled yet: bad UTF-8 further on is reported first.
             0x00..=0x1F | 0x7F => control = true,
             _ if is_latin1_upper_half(name, at) => {
-                visible = true;
+                letter |= is_latin1_letter(name, at);
                 at += 1;
             }
             _ => return None,
@@ -38,10 +44,10 @@ pub(crate) fn check_name(name: &[u8]) -> Option<Result<(), NameProblem>> {
     }
     Some(if control {
         Err(NameProblem::Control)
-    } else if visible {
+    } else if letter {
         Ok(())
     } else {
-        Err(NameProblem::Blank)
+        Err(NameProblem::NoLetter)
     })
 }
 
@@ -60,7 +66,10 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let pieces: [&[u8]; 14] = [
+        let pieces: [&[u8]; 17] = [
+            b"1",
+            b".",
+            b"\xc3\xb7",
             b"a",
             b"Z",
             b" ",

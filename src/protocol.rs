@@ -1146,4 +1146,28 @@ mod tests {
             let _ = decode_reply(&bytes);
         }
     }
+
+    #[test]
+    fn seeded_mutated_replies_never_panic_and_stay_within_their_bound() {
+        let mut next = xorshift(0x0BAD_C0DE_DEAD_BEEF);
+        let seeds: Vec<Vec<u8>> = every_reply().iter().map(|r| r.encode().unwrap()).collect();
+        for round in 0..20_000 {
+            let mut bytes = if round % 2 == 0 {
+                seeds[(next() % seeds.len() as u64) as usize].clone()
+            } else {
+                (0..(next() % 80)).map(|_| next() as u8).collect()
+            };
+            for _ in 0..(next() % 4) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = (next() % bytes.len() as u64) as usize;
+                bytes[at] = next() as u8;
+            }
+            if let Ok(Some((reply, used))) = decode_reply(&bytes) {
+                assert!(used <= bytes.len() && used <= MAX_REPLY_LEN);
+                assert_eq!(reply.encode().unwrap(), bytes[..used]);
+            }
+        }
+    }
 }

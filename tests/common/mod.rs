@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)] // each test file uses its own subset
 
 mod data;
+mod fake;
 mod inprocess;
 mod process;
 mod proxy;
@@ -12,6 +13,7 @@ mod tls;
 mod wire;
 
 pub use data::*;
+pub use fake::*;
 pub use inprocess::*;
 pub use process::*;
 pub use proxy::*;
