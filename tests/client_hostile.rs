@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::sync::Arc;
@@ -232,21 +231,14 @@ fn a_server_answering_busy_forever_is_given_up_on_after_the_timeout() {
 /// memory and log. The file is read whole before FINISH, so the peak is known.
 fn read_through_real_server(file: &Path) -> (u64, String, ServerProcess) {
     let server = ServerProcess::start(2, &[]);
-    let mut child: Child = client_command(1, &server.address(), file)
+    let child: Child = client_command(1, &server.address(), file)
         .env("CLI_TIMEOUT_S", "600")
         .spawn()
         .unwrap();
     server.wait_for_log("agencia: 1 | total_agencias_finalizadas: 1");
     let peak = peak_memory_kib(child.id()).unwrap_or(0);
     signal_pid(child.id(), "TERM");
-    wait_child(&mut child).expect("the client stops");
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let (_, log) = exit_and_log(child);
     (peak, log, server)
 }
 

@@ -57,30 +57,18 @@ fn lost_and_duplicated(stored: &[String], expected: &[String]) -> (usize, usize)
 
 fn spawn_clients(agencies: u32, address: &str, data: &Path) -> Vec<(Command, Child)> {
     (1..=agencies)
-        .map(|id| {
-            let mut command = client_command(id, address, &agency_file(data, id));
-            command.env("CLI_TIMEOUT_S", "60");
-            let child = command.spawn().expect("start a client");
-            (command, child)
-        })
+        .map(|id| spawn_agency(id, address, data, &[]))
         .collect()
 }
 
 /// Every client exited 0 and logged its exact winner count; every agency's
 /// documents are its expected ones.
 fn assert_exact_winners(clients: Vec<(Command, Child)>, port: u16, expected: &[Vec<String>]) {
-    for (index, (command, child)) in clients.into_iter().enumerate() {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", describe(&command, &output));
-        assert_eq!(logged_winner_count(&output), Some(expected[index].len()));
-    }
+    let counts: Vec<usize> = expected.iter().map(Vec::len).collect();
+    assert_agencies_got(clients, &counts);
     for (index, winners) in expected.iter().enumerate() {
-        assert_eq!(
-            &fetch_winners(port, index as u32 + 1),
-            winners,
-            "agency {}",
-            index + 1
-        );
+        let agency = index as u32 + 1;
+        assert_eq!(&fetch_winners(port, agency), winners, "agency {agency}");
     }
 }
 

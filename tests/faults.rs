@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 
@@ -84,15 +84,8 @@ fn a_client_with_nothing_listening_fails_clearly_after_its_timeout() {
         &agency_file(&default_data_dir(), 1),
     );
     command.env("CLI_TIMEOUT_S", "1");
-    let mut child = command.spawn().unwrap();
-    let status = wait_child(&mut child).expect("the client gives up after CLI_TIMEOUT_S");
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let child = command.spawn().unwrap();
+    let (status, log) = exit_and_log(child);
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("could not connect to the server"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
@@ -103,7 +96,7 @@ fn a_client_whose_server_is_killed_mid_run_fails_clearly() {
     let data = tempfile::tempdir().unwrap();
     write_agency_files(data.path(), 1, 60_000);
     let mut server = ServerProcess::start(1, &[]);
-    let mut client = client_command(1, &server.address(), &agency_file(data.path(), 1))
+    let client = client_command(1, &server.address(), &agency_file(data.path(), 1))
         .env("CLI_TIMEOUT_S", "2")
         .env("CLI_BATCHES_IN_FLIGHT", "1")
         .spawn()
@@ -111,14 +104,7 @@ fn a_client_whose_server_is_killed_mid_run_fails_clearly() {
     server.wait_for_log("action: apuesta_recibida | result: success");
     server.signal("KILL");
     server.wait_exit();
-    let status = wait_child(&mut client).expect("the client gives up after CLI_TIMEOUT_S");
-    let mut log = String::new();
-    client
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let (status, log) = exit_and_log(client);
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
         log.contains("action: exit | result: fail | error:"),

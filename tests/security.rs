@@ -104,18 +104,14 @@ fn a_forged_finish_is_refused_and_the_real_agencies_complete() {
     let data = default_data_dir();
     let clients: Vec<_> = (1..=5u32)
         .map(|id| {
-            let mut command = client_command(id, &server.address(), &agency_file(&data, id));
-            command.env("CLI_TOKEN", &tokens[id as usize - 1]);
-            let child = command.spawn().unwrap();
-            (command, child)
+            let token = [("CLI_TOKEN", tokens[id as usize - 1].as_str())];
+            spawn_agency(id, &server.address(), &data, &token)
         })
         .collect();
-    for (index, (command, child)) in clients.into_iter().enumerate() {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", describe(&command, &output));
-        let (_, winners) = expected_from_csv(&agency_file(&data, index as u32 + 1));
-        assert_eq!(logged_winner_count(&output), Some(winners.len()));
-    }
+    let counts: Vec<usize> = (1..=5)
+        .map(|id| expected_from_csv(&agency_file(&data, id)).1.len())
+        .collect();
+    assert_agencies_got(clients, &counts);
     let draw = server.wait_for_log("action: sorteo | result: success");
     assert!(draw.contains("| apuestas: 10000 |"), "{draw}");
 }
@@ -316,21 +312,14 @@ fn a_round_over_tls_gives_every_agency_its_winners() {
     let server = ServerProcess::start(3, &as_env(&env));
     assert_eq!(server.count_log("| tls: on"), 1, "{}", server.describe());
     let data = default_data_dir();
+    let ca = certs.ca.display().to_string();
     let clients: Vec<_> = (1..=3u32)
-        .map(|id| {
-            let mut command = client_command(id, &server.address(), &agency_file(&data, id));
-            command.env("CLI_TLS_CA", &certs.ca);
-            let child = command.spawn().unwrap();
-            (command, child)
-        })
+        .map(|id| spawn_agency(id, &server.address(), &data, &[("CLI_TLS_CA", &ca)]))
         .collect();
-    for (index, (command, child)) in clients.into_iter().enumerate() {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", describe(&command, &output));
-        let agency = index as u32 + 1;
-        let (_, winners) = expected_from_csv(&agency_file(&data, agency));
-        assert_eq!(logged_winner_count(&output), Some(winners.len()));
-    }
+    let counts: Vec<usize> = (1..=3)
+        .map(|id| expected_from_csv(&agency_file(&data, id)).1.len())
+        .collect();
+    assert_agencies_got(clients, &counts);
 }
 
 /// A client of agency 1 that must fail (exit 1) long before its own timeout,
@@ -582,17 +571,12 @@ fn unauthenticated_floods_and_a_stolen_token_do_not_keep_the_agencies_from_the_d
     let started = Instant::now();
     let clients: Vec<_> = (2..=5u32)
         .map(|id| {
-            let mut command = client_command(id, &server.address(), &agency_file(data.path(), id));
-            command.env("CLI_TOKEN", &tokens[id as usize - 1]);
-            let child = command.spawn().unwrap();
-            (command, child)
+            let token = [("CLI_TOKEN", tokens[id as usize - 1].as_str())];
+            spawn_agency(id, &server.address(), data.path(), &token)
         })
         .collect();
-    for (index, (command, child)) in clients.into_iter().enumerate() {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", describe(&command, &output));
-        assert_eq!(logged_winner_count(&output), Some(winners[index + 1].len()));
-    }
+    let counts: Vec<usize> = winners[1..].iter().map(Vec::len).collect();
+    assert_agencies_got(clients, &counts);
     let took = started.elapsed();
     stop.store(true, Ordering::SeqCst);
     for attacker in attackers {

@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use lottery::stamp_ms;
-use std::io::Read;
 use std::process::Child;
 
 /// Idle connections and draw waits far longer than any test.
@@ -174,20 +173,13 @@ fn a_signal_before_the_winners_stops_the_client_with_128_plus_its_number() {
     for (signal, status) in [("TERM", 143), ("INT", 130)] {
         // Agency 2 never finishes, so the client keeps asking for the winners.
         let server = ServerProcess::start(2, &LONG_TIMEOUTS);
-        let mut client = client_command(1, &server.address(), &agency_file(&default_data_dir(), 1))
+        let client = client_command(1, &server.address(), &agency_file(&default_data_dir(), 1))
             .env("CLI_TIMEOUT_S", "600")
             .spawn()
             .unwrap();
         server.wait_for_log("agencia: 1 | total_agencias_finalizadas: 1");
         signal_pid(client.id(), signal);
-        let exit = wait_child(&mut client).expect("the client exits long before its timeout");
-        let mut log = String::new();
-        client
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut log)
-            .unwrap();
+        let (exit, log) = exit_and_log(client);
         assert_eq!(exit.code(), Some(status), "{log}");
         assert!(log.contains("action: shutdown | result: success"), "{log}");
         assert!(

@@ -262,6 +262,49 @@ pub fn wait_child(child: &mut Child) -> Option<ExitStatus> {
     }
 }
 
+/// Waits for `child` (for at most `HANG`, then kills it) and returns its exit
+/// status and everything it wrote to standard error.
+pub fn exit_and_log(mut child: Child) -> (ExitStatus, String) {
+    let finished = wait_child(&mut child);
+    if finished.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("the process's output");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(finished.is_some(), "still running after {HANG:?}:\n{log}");
+    (output.status, log)
+}
+
+/// Starts agency `id` on `data_dir/agency-{id}.csv` against `address`, with
+/// `env` added; returns the command with its process.
+pub fn spawn_agency(
+    id: u32,
+    address: &str,
+    data_dir: &Path,
+    env: &[(&str, &str)],
+) -> (Command, Child) {
+    let mut command = client_command(id, address, &super::agency_file(data_dir, id));
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.spawn().expect("start the client binary");
+    (command, child)
+}
+
+/// Every agency's process exits 0 and logs its expected winner count.
+pub fn assert_agencies_got(clients: Vec<(Command, Child)>, counts: &[usize]) {
+    for ((command, child), expected) in clients.into_iter().zip(counts) {
+        let output = child.wait_with_output().expect("the client's output");
+        assert!(output.status.success(), "{}", describe(&command, &output));
+        assert_eq!(
+            logged_winner_count(&output),
+            Some(*expected),
+            "{}",
+            describe(&command, &output)
+        );
+    }
+}
+
 /// The client command for agency `id` against `address`, with `data_file`.
 pub fn client_command(id: u32, address: &str, data_file: &Path) -> Command {
     let mut command = Command::new(CLIENT_BIN);
