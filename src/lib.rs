@@ -12,20 +12,16 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | `transport`, `tls` | the stream (TCP with a read deadline, or rustls over it); the PEM settings |
+//! | `connection`, `buffer` | whole messages over a bounded buffer, the idle deadline; the one read buffer |
 //! | `protocol` | message ids, layouts, error codes, pure encode/decode |
-//! | `connection` | a socket with bounded buffers, short-read loops, the idle deadline |
-//! | `buffer` | the one compact-and-refill read buffer every reader uses |
-//! | `bet` | a bet, its rules, and `ValidBet`, the only bet storage accepts |
-//! | `calendar`, `text` | dates (the birthdate rule, log stamps); a name's characters |
-//! | `storage` | the bets file: append + group-commit fsync, streaming reads; its row format in `storage/rows.rs` |
-//! | `draw` | the winning rule and each agency's winners, read in two halves |
-//! | `lottery` | shared state behind `Arc<Mutex<..>>` + `Condvar`: finishes, the draw barrier |
-//! | `server`, `handler` | accept loop, connection limit, orderly stop; one handler per connection with its outbox |
-//! | `agency_file` | an agency's CSV file, row by row, in bounded memory |
-//! | `batching`, `retry`, `client` | the agency: bets → batches and their acks; pauses; the run |
-//! | `config` | settings from environment variables; errors name the variable |
-//! | `shutdown` | the stop request: a flag, wakers, and the signal thread |
-//! | `logging`, `locks` | the log line format; poison-tolerant locking |
+//! | `server`, `limits`, `auth` | accept loop and orderly stop; slots, shares and log rates; tokens and loopback-only |
+//! | `handler` | one connection: the session rules, the requests, the outbox that keeps answers in order |
+//! | `bet`, `calendar`, `text`, `fastpath` | a bet's rules and `ValidBet`; dates; names and log escaping; the name fast path |
+//! | `storage` | the round's files: appends with group commit, per-agency numbering, recovery, FINISH records |
+//! | `draw`, `lottery` | the winners, read in two halves; the shared state and the draw barrier |
+//! | `agency_file`, `batching`, `retry`, `client` | the agency: its CSV in bounded memory, batches and acks, pauses, the run |
+//! | `config`, `shutdown`, `logging`, `locks` | settings; the stop request and signals; the log line; poison-tolerant locks |
 //!
 //! The public API is what the two binaries, the examples and the integration
 //! tests use: `Server`, `Agency`, their configurations, `Shutdown` and the log
