@@ -19,7 +19,7 @@ use crate::agency_file::AgencyFile;
 use crate::batching::{AckWindow, Batch, Batcher};
 use crate::bet::BetRef;
 use crate::calendar::Date;
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, START_FAILED};
 use crate::connection::{self, Connection, ConnectionError};
 use crate::locks::lock;
 use crate::protocol::{self, AgencyStatus, ErrorCode, ProtocolError, Reply, Request};
@@ -185,7 +185,7 @@ impl ClientError {
     /// stop request is the binary's to map: it knows the signal.)
     pub fn exit_status(&self) -> u8 {
         match self {
-            ClientError::DataFile { .. } | ClientError::TlsSetup(_) => 2,
+            ClientError::DataFile { .. } | ClientError::TlsSetup(_) => START_FAILED,
             _ => 1,
         }
     }

@@ -5,11 +5,12 @@
 //! it got and what it accepts. Reading goes through a lookup function so tests can
 //! pass their own environment. An empty variable counts as unset.
 
-use log::LevelFilter;
+use log::{LevelFilter, error};
 use std::ffi::OsString;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// What a program's command line asks for. Both programs are configured by
@@ -44,6 +45,43 @@ impl CommandLine {
             None => parsed,
         }
     }
+}
+
+/// Exit status of a configuration or start-up error: the user must change the
+/// command line, a variable or the environment.
+pub const START_FAILED: u8 = 2;
+
+/// The start of both binaries: acts on the command line (help, version or a
+/// stray argument), then reads the configuration from the process environment.
+/// `Err` is the status to exit with; any error is already logged.
+pub fn start_up<C>(
+    program: &str,
+    help: &str,
+    from_env: fn(Lookup<'_>) -> Result<C, ConfigError>,
+) -> Result<C, ExitCode> {
+    match CommandLine::parse(std::env::args_os().skip(1)) {
+        CommandLine::Run => {}
+        CommandLine::Help => {
+            println!("{help}");
+            return Err(ExitCode::SUCCESS);
+        }
+        CommandLine::Version => {
+            println!("{program} {}", env!("CARGO_PKG_VERSION"));
+            return Err(ExitCode::SUCCESS);
+        }
+        CommandLine::Unknown(argument) => {
+            error!(
+                "action: config | result: fail | error: unexpected argument {argument:?}; the {program} takes no arguments, its settings are environment variables (see `{program} --help`)"
+            );
+            return Err(ExitCode::from(START_FAILED));
+        }
+    }
+    from_env(&process_env).map_err(|e| {
+        error!(
+            "action: config | result: fail | error: {e}; see `{program} --help` for every setting"
+        );
+        ExitCode::from(START_FAILED)
+    })
 }
 
 /// Where the configuration comes from: a variable's value, if set.

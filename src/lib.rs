@@ -56,7 +56,7 @@ mod transport;
 pub use auth::TokensError;
 pub use calendar::is_leap_year;
 pub use client::{Agency, ClientError, Summary};
-pub use config::{ClientConfig, CommandLine, ConfigError, Lookup, ServerConfig, process_env};
+pub use config::{ClientConfig, ConfigError, Lookup, START_FAILED, ServerConfig, start_up};
 pub use logging::{init as init_logging, set_level as set_log_level, stamp_ms};
 pub use protocol::ErrorCode;
 pub use server::{Server, ServerError};

@@ -17,7 +17,7 @@
 //! logging each step.
 
 use crate::auth::{Access, Tokens, TokensError};
-use crate::config::ServerConfig;
+use crate::config::{START_FAILED, ServerConfig};
 use crate::connection::{self, Connection};
 use crate::draw;
 use crate::handler::{Context, Handler};
@@ -85,7 +85,7 @@ impl ServerError {
     pub fn exit_status(&self) -> u8 {
         match self {
             ServerError::HandlersPanicked { .. } => 1,
-            _ => 2,
+            _ => START_FAILED,
         }
     }
 }

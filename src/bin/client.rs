@@ -2,41 +2,16 @@
 //! waits for its winners, and maps the outcome to an exit status.
 
 use log::{LevelFilter, error, info, warn};
-use lottery::{Agency, ClientConfig, ClientError, CommandLine, Shutdown};
+use lottery::{Agency, ClientConfig, ClientError, Shutdown};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Exit status of a configuration or start-up error.
-const START_FAILED: u8 = 2;
-
 fn main() -> ExitCode {
     lottery::init_logging(LevelFilter::Info);
-    match CommandLine::parse(std::env::args_os().skip(1)) {
-        CommandLine::Run => {}
-        CommandLine::Help => {
-            println!("{}", ClientConfig::HELP);
-            return ExitCode::SUCCESS;
-        }
-        CommandLine::Version => {
-            println!("client {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        CommandLine::Unknown(argument) => {
-            error!(
-                "action: config | result: fail | error: unexpected argument {argument:?}; the client takes no arguments, its settings are environment variables (see `client --help`)"
-            );
-            return ExitCode::from(START_FAILED);
-        }
-    }
-    let config = match ClientConfig::from_env(&lottery::process_env) {
+    let config = match lottery::start_up("client", ClientConfig::HELP, ClientConfig::from_env) {
         Ok(config) => config,
-        Err(e) => {
-            error!(
-                "action: config | result: fail | error: {e}; see `client --help` for every setting"
-            );
-            return ExitCode::from(START_FAILED);
-        }
+        Err(status) => return status,
     };
     lottery::set_log_level(config.log_level);
     info!("action: config | result: success | {}", config.describe());

@@ -2,39 +2,14 @@
 //! until SIGTERM/SIGINT, and maps the outcome to an exit status.
 
 use log::{LevelFilter, error, info};
-use lottery::{CommandLine, Server, ServerConfig, Shutdown};
+use lottery::{Server, ServerConfig, Shutdown};
 use std::process::ExitCode;
-
-/// Exit status of a configuration or start-up error.
-const START_FAILED: u8 = 2;
 
 fn main() -> ExitCode {
     lottery::init_logging(LevelFilter::Info);
-    match CommandLine::parse(std::env::args_os().skip(1)) {
-        CommandLine::Run => {}
-        CommandLine::Help => {
-            println!("{}", ServerConfig::HELP);
-            return ExitCode::SUCCESS;
-        }
-        CommandLine::Version => {
-            println!("server {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        CommandLine::Unknown(argument) => {
-            error!(
-                "action: config | result: fail | error: unexpected argument {argument:?}; the server takes no arguments, its settings are environment variables (see `server --help`)"
-            );
-            return ExitCode::from(START_FAILED);
-        }
-    }
-    let config = match ServerConfig::from_env(&lottery::process_env) {
+    let config = match lottery::start_up("server", ServerConfig::HELP, ServerConfig::from_env) {
         Ok(config) => config,
-        Err(e) => {
-            error!(
-                "action: config | result: fail | error: {e}; see `server --help` for every setting"
-            );
-            return ExitCode::from(START_FAILED);
-        }
+        Err(status) => return status,
     };
     lottery::set_log_level(config.log_level);
     let server = match Server::bind(config) {
@@ -55,7 +30,7 @@ fn main() -> ExitCode {
             error!(
                 "action: config | result: fail | error: could not install the signal handlers: {e}"
             );
-            return ExitCode::from(START_FAILED);
+            return ExitCode::from(lottery::START_FAILED);
         }
     };
     // The signal handlers are in place before `run` logs the ready line.
