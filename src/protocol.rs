@@ -723,6 +723,29 @@ mod tests {
         }
     }
 
+    /// A random test input: every other round one of `seeds`, else up to
+    /// `max_random` random bytes; then up to three bytes overwritten.
+    fn mutated(
+        next: &mut impl FnMut() -> u64,
+        seeds: &[Vec<u8>],
+        round: usize,
+        max_random: u64,
+    ) -> Vec<u8> {
+        let mut bytes = if round.is_multiple_of(2) {
+            seeds[(next() % seeds.len() as u64) as usize].clone()
+        } else {
+            (0..(next() % max_random)).map(|_| next() as u8).collect()
+        };
+        for _ in 0..(next() % 4) {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = (next() % bytes.len() as u64) as usize;
+            bytes[at] = next() as u8;
+        }
+        bytes
+    }
+
     fn every_request() -> Vec<Request> {
         vec![
             Request::Hello {
@@ -1126,18 +1149,7 @@ mod tests {
             .map(|r| r.encode().unwrap())
             .collect();
         for round in 0..20_000 {
-            let mut bytes = if round % 2 == 0 {
-                seeds[(next() % seeds.len() as u64) as usize].clone()
-            } else {
-                (0..(next() % 64)).map(|_| next() as u8).collect()
-            };
-            for _ in 0..(next() % 4) {
-                if bytes.is_empty() {
-                    break;
-                }
-                let at = (next() % bytes.len() as u64) as usize;
-                bytes[at] = next() as u8;
-            }
+            let bytes = mutated(&mut next, &seeds, round, 64);
             if let Ok(Some((request, used))) = decode_request(&bytes) {
                 assert!(used <= bytes.len() && used <= MAX_MESSAGE_LEN);
                 // Whatever decodes must encode back to the bytes it came from.
@@ -1152,18 +1164,7 @@ mod tests {
         let mut next = xorshift(0x0BAD_C0DE_DEAD_BEEF);
         let seeds: Vec<Vec<u8>> = every_reply().iter().map(|r| r.encode().unwrap()).collect();
         for round in 0..20_000 {
-            let mut bytes = if round % 2 == 0 {
-                seeds[(next() % seeds.len() as u64) as usize].clone()
-            } else {
-                (0..(next() % 80)).map(|_| next() as u8).collect()
-            };
-            for _ in 0..(next() % 4) {
-                if bytes.is_empty() {
-                    break;
-                }
-                let at = (next() % bytes.len() as u64) as usize;
-                bytes[at] = next() as u8;
-            }
+            let bytes = mutated(&mut next, &seeds, round, 80);
             if let Ok(Some((reply, used))) = decode_reply(&bytes) {
                 assert!(used <= bytes.len() && used <= MAX_REPLY_LEN);
                 assert_eq!(reply.encode().unwrap(), bytes[..used]);

@@ -272,21 +272,12 @@ fn a_restart_after_the_draw_serves_the_same_winners() {
     server.signal("TERM");
     server.wait_exit();
     let server = ServerProcess::start_in(3, &[], dir.path(), &bets_file);
-    let lines = server.log_lines();
-    let recovered = lines
-        .iter()
-        .position(|l| l.contains("action: ronda_recuperada"));
-    let drawn = lines
-        .iter()
-        .position(|l| l.contains("action: sorteo | result: success"));
-    let ready = lines
-        .iter()
-        .position(|l| l.contains("action: config | result: success"));
-    assert!(
-        matches!((recovered, drawn, ready), (Some(r), Some(d), Some(c)) if r < d && d < c),
-        "recovered, drawn again, then ready:\n{}",
-        server.describe()
-    );
+    // Recovered, drawn again, then ready.
+    server.assert_logged_in_order(&[
+        "action: ronda_recuperada",
+        "action: sorteo | result: success",
+        "action: config | result: success",
+    ]);
     for (index, expected) in winners.iter().enumerate() {
         assert_eq!(&fetch_winners(server.port, index as u32 + 1), expected);
     }

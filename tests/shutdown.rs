@@ -26,21 +26,15 @@ fn assert_clean_stop(server: &mut ServerProcess, signal: &str) {
     server.signal(signal);
     let status = server.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", server.describe());
-    let lines = server.log_lines();
-    let position = |needle: &str| {
-        lines
-            .iter()
-            .position(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{}", server.describe()))
-    };
-    let received = position(&format!(
-        "action: shutdown | result: in_progress | signal: SIG{signal}"
-    ));
-    let listener = position("action: close_listener | result: success");
-    let file = position("action: close_bets_file | result: success");
-    let shutdown = position("action: shutdown | result: success");
-    let exited = position("action: exit | result: success");
-    assert!(received < listener && listener < file && file < shutdown && shutdown < exited);
+    let received = format!("action: shutdown | result: in_progress | signal: SIG{signal}");
+    let (lines, at) = server.assert_logged_in_order(&[
+        &received,
+        "action: close_listener | result: success",
+        "action: close_bets_file | result: success",
+        "action: shutdown | result: success",
+        "action: exit | result: success",
+    ]);
+    let (received, exited) = (at[0], at[4]);
     let took = stamp_ms(&lines[exited])
         .zip(stamp_ms(&lines[received]))
         .and_then(|(end, start)| end.checked_sub(start))

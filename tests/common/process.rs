@@ -165,6 +165,27 @@ impl ServerProcess {
         )
     }
 
+    /// Asserts that a line holds each of `needles`, the first such line of each
+    /// after that of the one before; returns the log and those lines' indexes.
+    pub fn assert_logged_in_order(&self, needles: &[&str]) -> (Vec<String>, Vec<usize>) {
+        let lines = self.log_lines();
+        let at: Vec<usize> = needles
+            .iter()
+            .map(|needle| {
+                lines
+                    .iter()
+                    .position(|l| l.contains(needle))
+                    .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{}", self.describe()))
+            })
+            .collect();
+        assert!(
+            at.windows(2).all(|pair| pair[0] < pair[1]),
+            "expected in this order: {needles:?}\n{}",
+            self.describe()
+        );
+        (lines, at)
+    }
+
     /// Lines containing `needle`.
     pub fn count_log(&self, needle: &str) -> usize {
         self.log_lines()
