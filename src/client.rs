@@ -14,6 +14,13 @@
 //!
 //! The client gives up after `CLI_TIMEOUT_S` without progress: while sending,
 //! progress is a WELCOME or an ack; while waiting for the draw, only the winners.
+//!
+//! Content is checked, not only counts (protocol version 3): before it skips the
+//! `stored` bets a WELCOME names, the client hashes its own first `stored` valid
+//! bets, and a digest other than WELCOME's (or a file with fewer valid bets, or a
+//! finished round of another total) means the server holds another round for
+//! this agency: the client sends nothing more and stops. FINISH carries the
+//! digest of all its bets, and FINISH_ACK must return it: the agency's receipt.
 
 use crate::agency_file::AgencyFile;
 use crate::batching::{AckWindow, Batch, Batcher};
@@ -21,6 +28,7 @@ use crate::bet::BetRef;
 use crate::calendar::Date;
 use crate::config::{ClientConfig, START_FAILED};
 use crate::connection::{self, Connection, ConnectionError};
+use crate::digest::{Digest, Hasher};
 use crate::locks::lock;
 use crate::protocol::{self, AgencyStatus, ErrorCode, ProtocolError, Reply, Request};
 use crate::retry::{self, Backoff, WaitReport};
@@ -28,7 +36,7 @@ use crate::shutdown::Shutdown;
 use crate::text;
 use crate::tls::{self, TlsError};
 use crate::transport::{Socket, Stream};
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use rustls::pki_types::ServerName;
 use std::fmt;
 use std::io;
@@ -73,8 +81,16 @@ pub enum ClientError {
     },
     /// The server answered with a message that does not fit the exchange.
     UnexpectedReply { during: &'static str, reply: String },
-    /// The server claims more of this agency's bets than its file has.
-    ServerAhead { stored: u64, total: u64 },
+    /// The server holds another round for this agency than its file: `stored`
+    /// bets (its WELCOME), where the file has `in_file` valid bets.
+    OtherRound {
+        agency: u32,
+        stored: u64,
+        in_file: u64,
+        reason: String,
+    },
+    /// FINISH_ACK returned another digest than the agency's own.
+    BadReceipt { ours: Digest, theirs: Digest },
     /// No progress (a WELCOME, an ack) within the timeout; `last` is the last error.
     NoProgress { waited: Duration, last: String },
     /// The draw did not happen within the timeout; `last` is the last error, if any.
@@ -140,10 +156,24 @@ impl fmt::Display for ClientError {
             ClientError::UnexpectedReply { during, reply } => {
                 write!(f, "unexpected reply while {during}: {reply}")
             }
-            ClientError::ServerAhead { stored, total } => write!(
+            ClientError::OtherRound {
+                agency,
+                stored,
+                in_file,
+                reason,
+            } => write!(
                 f,
-                "the server says it holds {stored} bets of this agency, but its file has only \
-                 {total} valid rows; is CLI_DATA_FILE the file this agency sent, and CLI_ID its number?"
+                "the server holds a different round for agency {agency}: it has {stored} of its \
+                 bets, the file {in_file} valid ones, and {reason}; use the data file this agency \
+                 sent (CLI_DATA_FILE, CLI_ID), or start a new round on the server"
+            ),
+            ClientError::BadReceipt { ours, theirs } => write!(
+                f,
+                "the server acknowledged FINISH with digest {}, but this agency's bets have \
+                 digest {}: the server did not record the bets this agency sent; no winners are \
+                 reported",
+                theirs.short(),
+                ours.short()
             ),
             ClientError::NoProgress { waited, last } => write!(
                 f,
@@ -261,6 +291,14 @@ impl Deadline {
 struct Welcome {
     stored: u64,
     status: AgencyStatus,
+    digest: Digest,
+}
+
+/// The agency's file as a whole: its valid bets and their digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileSummary {
+    total: u64,
+    digest: Digest,
 }
 
 /// One agency's run against the server.
@@ -274,8 +312,9 @@ pub struct Agency {
     /// The date every row is judged against: one for the whole run, so the
     /// agency's numbering of its valid rows never changes.
     today: Date,
-    /// The agency's valid rows, once a pass has read its file to the end.
-    total: Option<u64>,
+    /// The agency's valid rows and their digest, once a pass has read its file
+    /// to the end.
+    file: Option<FileSummary>,
     invalid_rows: u64,
     /// Invalid rows are logged once: lines up to this one have been.
     logged_through_line: u64,
@@ -306,7 +345,7 @@ impl Agency {
             current,
             connecting: None,
             today: Date::today_utc(),
-            total: None,
+            file: None,
             invalid_rows: 0,
             logged_through_line: 0,
             acked: 0,
@@ -338,8 +377,8 @@ impl Agency {
         self.open_data_file()?;
         let mut rounds = 0;
         let winners = loop {
-            self.send_bets()?;
-            match self.ask_for_winners()? {
+            let file = self.send_bets()?;
+            match self.ask_for_winners(file)? {
                 Some(winners) => break winners,
                 // The server does not hold this agency's FINISH (its records
                 // were lost): send it again, but not forever.
@@ -395,15 +434,16 @@ impl Agency {
     }
 
     /// The bets phase: connections until the server holds every valid bet and
-    /// this agency's FINISH, or the timeout passes without progress.
-    fn send_bets(&mut self) -> Result<(), ClientError> {
+    /// this agency's FINISH, or the timeout passes without progress. Returns
+    /// what the file holds.
+    fn send_bets(&mut self) -> Result<FileSummary, ClientError> {
         let mut deadline = Deadline::new(self.config.timeout);
         loop {
             self.check_stop()?;
             let attempt = self.bets_session(&mut deadline);
             self.forget_stream();
             match attempt {
-                Ok(()) => return Ok(()),
+                Ok(file) => return Ok(file),
                 Err(e) if e.is_transient() => {
                     self.pause_after(&e, "sending the bets", &deadline)?
                 }
@@ -412,33 +452,72 @@ impl Agency {
         }
     }
 
-    /// One connection of the bets phase: HELLO, the bets not yet stored, FINISH.
-    fn bets_session(&mut self, deadline: &mut Deadline) -> Result<(), ClientError> {
+    /// One connection of the bets phase: HELLO, the check that the server's
+    /// bets are this file's, the bets not yet stored, FINISH.
+    fn bets_session(&mut self, deadline: &mut Deadline) -> Result<FileSummary, ClientError> {
         let mut conn = self.connect()?;
         let welcome = self.hello(&mut conn, deadline.at())?;
         deadline.progress();
         self.backoff.reset();
         self.acked = welcome.stored;
-        if welcome.status != AgencyStatus::Sending {
+        let sending = welcome.status == AgencyStatus::Sending;
+        if !sending && let Some(file) = self.file {
+            // The file was read whole already: WELCOME must name all of it.
+            self.check_finished_round(&welcome, file)?;
+            return Ok(file);
+        }
+        let file = self.pass_over_file(&mut conn, &welcome, sending, deadline)?;
+        self.file = Some(file);
+        if !sending {
             debug!(
                 "action: reanudar | result: success | almacenadas: {} | detail: FINISH already recorded",
                 welcome.stored
             );
-            return Ok(());
+            return Ok(file);
         }
-        if welcome.stored > 0 {
-            info!(
-                "action: reanudar | result: success | almacenadas: {}",
-                welcome.stored
-            );
-        }
-        let total = self.stream_bets(&mut conn, welcome.stored, deadline)?;
         info!(
-            "action: apuestas_enviadas | result: success | cantidad: {total} | invalidas: {} | bytes: {}",
-            self.invalid_rows, self.bytes_sent
+            "action: apuestas_enviadas | result: success | cantidad: {} | invalidas: {} | bytes: {}",
+            file.total, self.invalid_rows, self.bytes_sent
         );
-        self.finish(&mut conn, total, deadline)?;
+        self.finish(&mut conn, file, deadline)?;
         deadline.progress();
+        Ok(file)
+    }
+
+    /// The error for a server that holds another round for this agency, logged
+    /// with both counts: nothing more is sent.
+    fn other_round(&self, welcome: &Welcome, in_file: u64, reason: String) -> ClientError {
+        let error = ClientError::OtherRound {
+            agency: self.config.id,
+            stored: welcome.stored,
+            in_file,
+            reason,
+        };
+        error!(
+            "action: reanudar | result: fail | agencia: {} | almacenadas: {} | en_archivo: {in_file} | error: {error}",
+            self.config.id, welcome.stored
+        );
+        error
+    }
+
+    /// A WELCOME of a finished round must name every valid bet of the file,
+    /// with the file's digest.
+    fn check_finished_round(
+        &self,
+        welcome: &Welcome,
+        file: FileSummary,
+    ) -> Result<(), ClientError> {
+        if welcome.stored != file.total {
+            let reason = format!(
+                "its round is finished with {} bets where the file has {}",
+                welcome.stored, file.total
+            );
+            return Err(self.other_round(welcome, file.total, reason));
+        }
+        if welcome.digest != file.digest {
+            let reason = digest_reason(welcome.digest, file.digest);
+            return Err(self.other_round(welcome, file.total, reason));
+        }
         Ok(())
     }
 
@@ -638,18 +717,19 @@ impl Agency {
         let hello = Request::Hello {
             agency: self.config.id,
             token: self.config.token.clone().into_bytes(),
+            version: protocol::PROTOCOL_VERSION,
         };
         self.send(conn, &hello, DURING)?;
         match self.read_reply(conn, until, DURING)? {
-            Reply::Welcome { stored, status } => {
-                let stored = u64::from(stored);
-                if let Some(total) = self.total
-                    && stored > total
-                {
-                    return Err(ClientError::ServerAhead { stored, total });
-                }
-                Ok(Welcome { stored, status })
-            }
+            Reply::Welcome {
+                stored,
+                status,
+                digest,
+            } => Ok(Welcome {
+                stored: u64::from(stored),
+                status,
+                digest,
+            }),
             other => Err(ClientError::UnexpectedReply {
                 during: DURING,
                 reply: format!("{other:?} (expected WELCOME)"),
@@ -657,22 +737,34 @@ impl Agency {
         }
     }
 
-    /// Reads the agency file from the start: skips its first `from` valid bets
-    /// (the server holds them) and sends the rest, waiting for every ack.
-    /// Returns the number of valid bets in the file.
-    fn stream_bets(
+    /// Reads the agency file from the start. Its first `welcome.stored` valid
+    /// bets are the server's: their digest must be WELCOME's before anything
+    /// more is sent, else the server holds another round and the rest of the
+    /// file is only counted. With `send`, the bets after them go out in batches
+    /// and every ack is awaited. Returns the file's valid bets and their digest.
+    fn pass_over_file(
         &mut self,
         conn: &mut Connection,
-        from: u64,
+        welcome: &Welcome,
+        send: bool,
         deadline: &mut Deadline,
-    ) -> Result<u64, ClientError> {
+    ) -> Result<FileSummary, ClientError> {
         let mut reader = self.open_data_file()?;
+        let from = welcome.stored;
+        if from > 0 && send {
+            info!("action: reanudar | result: success | almacenadas: {from}");
+        }
         let max_count = self
             .config
             .batch_max_amount
             .unwrap_or(usize::from(u16::MAX));
         let mut batcher = Batcher::new(max_count, from);
         let mut window = AckWindow::new(self.config.batches_in_flight);
+        let mut hasher = Hasher::new();
+        let mut encoded = Vec::with_capacity(1024);
+        // The digest of the file's first `from` valid bets, once they are read:
+        // the server's bets must be those before anything more is sent.
+        let mut prefix = (from == 0).then(|| hasher.digest());
         let (mut valid, mut invalid) = (0u64, 0u64);
         loop {
             self.check_stop()?;
@@ -684,13 +776,31 @@ impl Agency {
             let problem = match row.content {
                 Ok(fields) => match BetRef::from_agency_row(&fields, self.today) {
                     Ok(bet) => {
+                        let sending = send && prefix == Some(welcome.digest);
+                        if !sending {
+                            // Skipped, or only counted: hashed here, not in a batch.
+                            encoded.clear();
+                            match protocol::encode_bet(*bet, &mut encoded) {
+                                Ok(()) => hasher.update(&encoded),
+                                Err(e) => {
+                                    // Validated bets always fit; were one not to, it is skipped.
+                                    invalid += lines;
+                                    self.log_invalid_row(line, lines, &e.to_string());
+                                    continue;
+                                }
+                            }
+                        }
                         valid += 1;
                         self.read = self.read.max(valid);
-                        if valid <= from {
+                        if valid == from {
+                            prefix = Some(hasher.digest());
+                        }
+                        if !sending {
                             continue;
                         }
                         match batcher.push(&bet) {
                             Ok(Some(batch)) => {
+                                hasher.update(&batch.body);
                                 self.send_batch(conn, batch, &mut window, deadline)?;
                                 continue;
                             }
@@ -707,35 +817,51 @@ impl Agency {
                 Err(e) => e.to_string(),
             };
             invalid += lines;
-            if line > self.logged_through_line {
-                if lines > 1 {
-                    warn!(
-                        "action: apuesta_invalida | result: fail | linea: {line} | lineas: {lines} | error: {problem}"
-                    );
-                } else {
-                    warn!(
-                        "action: apuesta_invalida | result: fail | linea: {line} | error: {problem}"
-                    );
-                }
-            }
-            self.logged_through_line = self.logged_through_line.max(line + lines - 1);
+            self.log_invalid_row(line, lines, &problem);
         }
-        if valid < from {
-            return Err(ClientError::ServerAhead {
-                stored: from,
-                total: valid,
-            });
-        }
-        self.total = Some(valid);
         self.invalid_rows = invalid;
+        let prefix = match prefix {
+            Some(prefix) => prefix,
+            None => {
+                let reason = "the file has fewer valid bets than the server holds".to_string();
+                return Err(self.other_round(welcome, valid, reason));
+            }
+        };
         if let Some(batch) = batcher.take() {
+            hasher.update(&batch.body);
             self.send_batch(conn, batch, &mut window, deadline)?;
+        }
+        let file = FileSummary {
+            total: valid,
+            digest: hasher.digest(),
+        };
+        if prefix != welcome.digest {
+            let reason = digest_reason(welcome.digest, prefix);
+            return Err(self.other_round(welcome, valid, reason));
+        }
+        if !send {
+            self.check_finished_round(welcome, file)?;
+            return Ok(file);
         }
         self.flush(conn, SENDING_BATCHES)?;
         while !window.is_empty() {
             self.take_ack(conn, &mut window, true, deadline)?;
         }
-        Ok(valid)
+        Ok(file)
+    }
+
+    /// Logs an invalid row once, however many passes read it.
+    fn log_invalid_row(&mut self, line: u64, lines: u64, problem: &str) {
+        if line > self.logged_through_line {
+            if lines > 1 {
+                warn!(
+                    "action: apuesta_invalida | result: fail | linea: {line} | lineas: {lines} | error: {problem}"
+                );
+            } else {
+                warn!("action: apuesta_invalida | result: fail | linea: {line} | error: {problem}");
+            }
+        }
+        self.logged_through_line = self.logged_through_line.max(line + lines - 1);
     }
 
     /// Queues a batch. When the window is full, first sends everything queued in
@@ -810,19 +936,37 @@ impl Agency {
         Ok(true)
     }
 
+    /// FINISH with the file's total and digest; FINISH_ACK must return the
+    /// digest (the receipt), which is logged.
     fn finish(
         &mut self,
         conn: &mut Connection,
-        total: u64,
+        file: FileSummary,
         deadline: &Deadline,
     ) -> Result<(), ClientError> {
         const DURING: &str = "sending FINISH";
         let agency = self.config.id;
-        let total = u32::try_from(total).unwrap_or(u32::MAX);
-        self.send(conn, &Request::Finish { agency, total }, DURING)?;
+        let total = u32::try_from(file.total).unwrap_or(u32::MAX);
+        let finish = Request::Finish {
+            agency,
+            total,
+            digest: file.digest,
+        };
+        self.send(conn, &finish, DURING)?;
         match self.read_reply(conn, deadline.at(), DURING)? {
-            Reply::FinishAck { agency: acked } if acked == agency => {
-                info!("action: finalizar | result: success | agencia: {agency} | total: {total}");
+            Reply::FinishAck {
+                agency: acked,
+                digest,
+            } if acked == agency => {
+                if digest != file.digest {
+                    return Err(ClientError::BadReceipt {
+                        ours: file.digest,
+                        theirs: digest,
+                    });
+                }
+                info!(
+                    "action: finalizar | result: success | agencia: {agency} | total: {total} | recibo: {digest}"
+                );
                 Ok(())
             }
             other => Err(ClientError::UnexpectedReply {
@@ -832,36 +976,16 @@ impl Agency {
         }
     }
 
-    /// The agency's valid rows, read from its file if no pass has yet.
-    fn total(&mut self) -> Result<u64, ClientError> {
-        if let Some(total) = self.total {
-            return Ok(total);
-        }
-        let mut reader = self.open_data_file()?;
-        let mut valid = 0;
-        while let Some(row) = reader.next_row().map_err(|e| self.reading_error(e))? {
-            self.check_stop()?;
-            if let Ok(fields) = row.content
-                && BetRef::from_agency_row(&fields, self.today).is_ok()
-            {
-                valid += 1;
-            }
-        }
-        self.total = Some(valid);
-        Ok(valid)
-    }
-
     /// Asks for the winners on a new connection per attempt until the draw has
     /// happened; NO_WINNERS means ask again after the retry interval. `None`
     /// when the server does not hold this agency's FINISH.
-    fn ask_for_winners(&mut self) -> Result<Option<Vec<String>>, ClientError> {
-        let total = self.total()?;
+    fn ask_for_winners(&mut self, file: FileSummary) -> Result<Option<Vec<String>>, ClientError> {
         let deadline = Deadline::new(self.config.timeout);
         let mut report = WaitReport::start();
         self.backoff.reset();
         loop {
             self.check_stop()?;
-            let attempt = self.winners_session(total, &deadline);
+            let attempt = self.winners_session(file, &deadline);
             self.forget_stream();
             match attempt {
                 Ok(WinnersAnswer::Winners(winners)) => return Ok(Some(winners)),
@@ -902,22 +1026,18 @@ impl Agency {
     /// One connection of the winners phase: HELLO, then one GET_WINNERS.
     fn winners_session(
         &mut self,
-        total: u64,
+        file: FileSummary,
         deadline: &Deadline,
     ) -> Result<WinnersAnswer, ClientError> {
         const DURING: &str = "asking for the winners";
         let mut conn = self.connect()?;
         let welcome = self.hello(&mut conn, deadline.at())?;
-        if welcome.stored > total {
-            return Err(ClientError::ServerAhead {
-                stored: welcome.stored,
-                total,
-            });
-        }
         self.acked = welcome.stored;
         if welcome.status == AgencyStatus::Sending {
             return Ok(WinnersAnswer::NotFinished);
         }
+        // Never another round's winners: the server's bets must be the file's.
+        self.check_finished_round(&welcome, file)?;
         let request = Request::GetWinners {
             agency: self.config.id,
         };
@@ -950,6 +1070,15 @@ enum WinnersAnswer {
     NotYet,
     /// The server does not hold this agency's FINISH.
     NotFinished,
+}
+
+/// Why a WELCOME's digest shows another round, with both digests' first 8 hex digits.
+fn digest_reason(server: Digest, file: Digest) -> String {
+    format!(
+        "the bets it holds have digest {} where the file's have {}",
+        server.short(),
+        file.short()
+    )
 }
 
 /// What the client is doing while batches go out, for error messages.

@@ -24,6 +24,8 @@ pub enum CommandLine {
     Help,
     /// `--version` or `-V`.
     Version,
+    /// `--verify`: the server audits its round's files instead of serving.
+    Verify,
     /// Anything else: the first argument not understood.
     Unknown(String),
 }
@@ -38,6 +40,7 @@ impl CommandLine {
         let parsed = match first.to_str() {
             Some("--help" | "-h") => CommandLine::Help,
             Some("--version" | "-V") => CommandLine::Version,
+            Some("--verify") => CommandLine::Verify,
             _ => return CommandLine::Unknown(first.to_string_lossy().into_owned()),
         };
         match args.next() {
@@ -53,14 +56,19 @@ pub const START_FAILED: u8 = 2;
 
 /// The start of both binaries: acts on the command line (help, version or a
 /// stray argument), then reads the configuration from the process environment.
-/// `Err` is the status to exit with; any error is already logged.
+/// With `verifies`, the program also takes `--verify`, and the `bool` returned
+/// says whether it was given. `Err` is the status to exit with; any error is
+/// already logged.
 pub fn start_up<C>(
     program: &str,
     help: &str,
     from_env: fn(Lookup<'_>) -> Result<C, ConfigError>,
-) -> Result<C, ExitCode> {
+    verifies: bool,
+) -> Result<(C, bool), ExitCode> {
+    let mut verify = false;
     match CommandLine::parse(std::env::args_os().skip(1)) {
         CommandLine::Run => {}
+        CommandLine::Verify if verifies => verify = true,
         CommandLine::Help => {
             println!("{help}");
             return Err(ExitCode::SUCCESS);
@@ -69,6 +77,12 @@ pub fn start_up<C>(
             println!("{program} {}", env!("CARGO_PKG_VERSION"));
             return Err(ExitCode::SUCCESS);
         }
+        CommandLine::Verify => {
+            error!(
+                "action: config | result: fail | error: unexpected argument \"--verify\"; the {program} takes no arguments, its settings are environment variables (see `{program} --help`)"
+            );
+            return Err(ExitCode::from(START_FAILED));
+        }
         CommandLine::Unknown(argument) => {
             error!(
                 "action: config | result: fail | error: unexpected argument {argument:?}; the {program} takes no arguments, its settings are environment variables (see `{program} --help`)"
@@ -76,12 +90,13 @@ pub fn start_up<C>(
             return Err(ExitCode::from(START_FAILED));
         }
     }
-    from_env(&process_env).map_err(|e| {
+    let config = from_env(&process_env).map_err(|e| {
         error!(
             "action: config | result: fail | error: {e}; see `{program} --help` for every setting"
         );
         ExitCode::from(START_FAILED)
-    })
+    })?;
+    Ok((config, verify))
 }
 
 /// Where the configuration comes from: a variable's value, if set.
@@ -248,7 +263,8 @@ Configuration (environment variables, each optional):
   SERVER_IP               address to listen on                 [default: 0.0.0.0]
   SERVER_PORT             port to listen on; 0 picks a free one [default: 12345]
   SERVER_AGENCIES         agencies taking part (1..=1000000)   [default: 5]
-  SERVER_BETS_FILE        CSV file for the bets; must be new or empty [default: ./bets.csv]
+  SERVER_BETS_FILE        CSV file for the bets: a new file starts a new round, an
+                          existing one continues its round      [default: ./bets.csv]
   LOGGING_LEVEL           OFF, ERROR, WARN, INFO, DEBUG, TRACE  [default: INFO]
   SERVER_DRAW_WAIT_MS     how long GET_WINNERS waits for the draw before NO_WINNERS [default: 1000]
   SERVER_IDLE_TIMEOUT_MS  close a connection idle this long    [default: 30000]
@@ -260,6 +276,11 @@ Configuration (environment variables, each optional):
   SERVER_TLS_CERT         PEM certificate chain; with SERVER_TLS_KEY, every
                           connection is TLS                    [default: unset]
   SERVER_TLS_KEY          PEM private key of SERVER_TLS_CERT   [default: unset]
+
+`server --verify` audits the round of SERVER_BETS_FILE for SERVER_AGENCIES
+agencies instead of serving: read-only, it prints each agency's bets, digest,
+finished state and winners, and the round's seal. Exit status 0 consistent, 1 a
+FINISH record does not match its rows, 2 the files cannot be read.
 
 Exit status: 0 after a clean stop (SIGTERM or SIGINT), 2 for a configuration or
 start-up error, 1 for any other failure.";

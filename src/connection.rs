@@ -163,9 +163,17 @@ impl Connection {
         }
     }
 
-    /// The next request already buffered, if a whole one is.
-    pub fn next_buffered_request(&mut self) -> Result<Option<Request>, ProtocolError> {
-        self.next_buffered(protocol::decode_request)
+    /// The next request already buffered, if a whole one is. `before_hello`:
+    /// the connection has no session yet, so a HELLO of another protocol
+    /// version is refused as soon as its version is in.
+    pub fn next_buffered_request(
+        &mut self,
+        before_hello: bool,
+    ) -> Result<Option<Request>, ProtocolError> {
+        match before_hello {
+            true => self.next_buffered(protocol::decode_first_request),
+            false => self.next_buffered(protocol::decode_request),
+        }
     }
 
     /// The next reply already buffered, if a whole one is.

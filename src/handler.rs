@@ -12,7 +12,7 @@ use crate::auth::Access;
 use crate::bet::{BetRef, ValidBet};
 use crate::calendar::Date;
 use crate::connection::{Connection, ConnectionError, Fill};
-use crate::draw;
+use crate::digest::Digest;
 use crate::limits::{LogLimiter, Registry, suppressed_note};
 use crate::lottery::{Lottery, WinnersAnswer};
 use crate::protocol::{self, AgencyStatus, BetBatch, ErrorCode, ProtocolError, Reply, Request};
@@ -245,7 +245,7 @@ impl Handler {
             if self.shutdown.is_triggered() {
                 return Err(Ending::ShuttingDown);
             }
-            match self.conn.next_buffered_request() {
+            match self.conn.next_buffered_request(self.session.is_none()) {
                 Ok(Some(request)) => self.handle(request)?,
                 Ok(None) => self.wait_for_input()?,
                 Err(e) => return Err(self.refuse_message(&e)),
@@ -365,7 +365,7 @@ impl Handler {
     /// later message speaks for its agency), then the request itself.
     fn handle(&mut self, request: Request) -> Next {
         let agency = match (self.session, &request) {
-            (None, Request::Hello { agency, token }) => {
+            (None, Request::Hello { agency, token, .. }) => {
                 let agency = *agency;
                 return self.handle_hello(agency, token);
             }
@@ -393,7 +393,7 @@ impl Handler {
         };
         match request {
             Request::Bets { first, batch, .. } => self.handle_bets(agency, first, &batch),
-            Request::Finish { total, .. } => self.handle_finish(agency, total),
+            Request::Finish { total, digest, .. } => self.handle_finish(agency, total, digest),
             Request::GetWinners { .. } => self.handle_get_winners(agency),
             // A HELLO never gets here: the session rules above answer it.
             Request::Hello { .. } => Ok(()),
@@ -463,10 +463,11 @@ impl Handler {
             self.outbox.reply(Reply::error(ErrorCode::Busy, &detail));
             return Err(Ending::Refused);
         }
-        let (stored, finished) = self.context.store.durable_state(agency);
+        let durable = self.context.store.durable_state(agency);
+        let stored = durable.stored;
         let status = if self.context.lottery.is_drawn() {
             AgencyStatus::Drawn
-        } else if finished {
+        } else if durable.finished {
             AgencyStatus::Finished
         } else {
             AgencyStatus::Sending
@@ -481,6 +482,7 @@ impl Handler {
             // An agency's bets are numbered by a u32, so its count fits one.
             stored: u32::try_from(stored).unwrap_or(u32::MAX),
             status,
+            digest: durable.digest,
         });
         Ok(())
     }
@@ -514,11 +516,12 @@ impl Handler {
                 }
             }
         }
-        let appended = match self
-            .context
-            .store
-            .append_batch(agency, u64::from(first), &bets)
-        {
+        let appended = match self.context.store.append_batch(
+            agency,
+            u64::from(first),
+            &bets,
+            batch.body(),
+        ) {
             Ok(Append::Stored(appended)) => appended,
             Ok(Append::AlreadyStored(appended)) => {
                 self.refused_in_a_row = 0;
@@ -571,38 +574,44 @@ impl Handler {
         Ok(())
     }
 
-    fn handle_finish(&mut self, agency: u32, total: u32) -> Next {
+    fn handle_finish(&mut self, agency: u32, total: u32, digest: Digest) -> Next {
         // This agency's batches are acknowledged before its FINISH is.
         self.send_outbox()?;
-        match self.context.store.record_finish(agency, u64::from(total)) {
+        let recorded = self
+            .context
+            .store
+            .record_finish(agency, u64::from(total), digest);
+        match recorded {
             Ok(Finish::Recorded { first_time }) => {
                 self.refused_in_a_row = 0;
                 let outcome = self.context.lottery.record_finished(agency);
                 info!(
-                    "action: agencia_finalizo | result: success | agencia: {agency} | total_agencias_finalizadas: {} | de: {} | faltan: {}{}",
+                    "action: agencia_finalizo | result: success | agencia: {agency} | total_agencias_finalizadas: {} | de: {} | faltan: {} | recibo: {digest}{}",
                     outcome.finished_count,
                     self.context.lottery.agencies(),
                     outcome.missing,
                     if first_time { "" } else { " | repetido: true" }
                 );
-                self.outbox.reply(Reply::FinishAck { agency });
+                self.outbox.reply(Reply::FinishAck { agency, digest });
                 self.send_outbox()?;
-                self.hold_draw_if_due();
+                self.context.lottery.hold_draw_if_due(&self.context.store);
             }
-            Ok(Finish::Mismatch { stored }) => {
+            Ok(Finish::CountMismatch { stored }) => {
                 let detail = format!(
                     "FINISH says agency {agency} sent {total} bets, but {stored} of its bets are \
                      stored; nothing was recorded: send the missing bets, or FINISH with {stored}"
                 );
-                if let Some(note) = self.may_log() {
-                    warn!(
-                        "action: agencia_finalizo | result: fail | agencia: {agency} | peer: {} | code: COUNT_MISMATCH | error: {detail}{note}",
-                        self.peer
-                    );
-                }
-                self.outbox
-                    .reply(Reply::error(ErrorCode::CountMismatch, &detail));
-                return self.refused();
+                return self.refuse_finish(agency, ErrorCode::CountMismatch, &detail);
+            }
+            Ok(Finish::DigestMismatch { stored }) => {
+                let detail = format!(
+                    "FINISH of agency {agency} carries digest {}, but the {total} bets stored \
+                     for it have digest {}: the agency's file is not what it sent; nothing was \
+                     recorded",
+                    digest.short(),
+                    stored.short()
+                );
+                return self.refuse_finish(agency, ErrorCode::DigestMismatch, &detail);
             }
             Err(e) => {
                 error!("action: agencia_finalizo | result: fail | agencia: {agency} | error: {e}");
@@ -615,19 +624,23 @@ impl Handler {
         Ok(())
     }
 
-    /// Holds the draw if every agency has finished and it is due (the first
-    /// time, or again after a failure).
-    fn hold_draw_if_due(&self) {
-        let (lottery, store) = (&self.context.lottery, &self.context.store);
-        if lottery.claim_draw() {
-            lottery.hold_draw(|| draw::compute_winners(store.path(), &store.reader()?));
+    /// Refuses a FINISH that does not match the stored bets: nothing recorded.
+    fn refuse_finish(&mut self, agency: u32, code: ErrorCode, detail: &str) -> Next {
+        if let Some(note) = self.may_log() {
+            warn!(
+                "action: agencia_finalizo | result: fail | agencia: {agency} | peer: {} | code: {} | error: {detail}{note}",
+                self.peer,
+                code.name()
+            );
         }
+        self.outbox.reply(Reply::error(code, detail));
+        self.refused()
     }
 
     fn handle_get_winners(&mut self, agency: u32) -> Next {
         // Nothing owed waits while this request waits on the draw.
         self.send_outbox()?;
-        self.hold_draw_if_due();
+        self.context.lottery.hold_draw_if_due(&self.context.store);
         // One wait at a time, and no more in all than SERVER_DRAW_WAIT_MS: a
         // request already followed by others (pipelined) is answered at once.
         let wait = if self.conn.buffered() > 0 {

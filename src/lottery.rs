@@ -13,9 +13,10 @@
 //! before any winners are sent. A draw that failed (say, out of file
 //! descriptors) may be claimed again after a pause: it is never failed for good.
 
-use crate::draw::Winners;
+use crate::digest::Digest;
+use crate::draw::{self, Winners};
 use crate::locks::{lock, wait_timeout_while};
-use crate::storage::StorageError;
+use crate::storage::{BetStore, StorageError};
 use log::{error, info};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -167,14 +168,32 @@ impl Lottery {
         claimed
     }
 
+    /// Holds the draw if every agency has finished and it is due (the first
+    /// time, or again after a failure): the one way the server draws, from
+    /// the bets `store` holds, sealed with its FINISH records.
+    pub fn hold_draw_if_due(&self, store: &BetStore) {
+        if self.claim_draw() {
+            self.hold_draw(store.seal(), || {
+                draw::compute_winners(store.path(), &store.reader()?)
+            });
+        }
+    }
+
     /// Holds the draw the caller claimed: runs `draw` (which reads the stored
-    /// bets back), logs its outcome, then publishes it to every waiting GET_WINNERS.
-    pub fn hold_draw(&self, draw: impl FnOnce() -> Result<Winners, StorageError>) {
+    /// bets back), logs its outcome with the round's `seal`, then publishes it
+    /// to every waiting GET_WINNERS.
+    pub fn hold_draw(
+        &self,
+        seal: Option<Digest>,
+        draw: impl FnOnce() -> Result<Winners, StorageError>,
+    ) {
         let started = Instant::now();
         let result = draw().map(Arc::new);
+        // Every FINISH is recorded once the draw is claimed, so there is a seal.
+        let seal = seal.map_or_else(|| "none".to_string(), |seal| seal.to_string());
         match &result {
             Ok(winners) => info!(
-                "action: sorteo | result: success | agencias: {} | apuestas: {} | ganadores: {} | draw_ms: {}",
+                "action: sorteo | result: success | agencias: {} | apuestas: {} | ganadores: {} | draw_ms: {} | sello: {seal}",
                 self.agencies(),
                 winners.bets(),
                 winners.total(),
@@ -237,7 +256,7 @@ mod tests {
         lottery.record_finished(2);
         assert!(lottery.claim_draw());
         assert!(!lottery.claim_draw(), "one caller holds it");
-        lottery.hold_draw(|| Ok(Winners::default()));
+        lottery.hold_draw(None, || Ok(Winners::default()));
         assert!(lottery.is_drawn());
         assert!(!lottery.claim_draw());
     }
@@ -253,7 +272,7 @@ mod tests {
     fn a_failed_draw_is_claimed_again_after_the_pause() {
         let lottery = Lottery::new(1, [1]);
         assert!(lottery.claim_draw());
-        lottery.hold_draw(|| Err(StorageError::NoDirectory { path: "x".into() }));
+        lottery.hold_draw(None, || Err(StorageError::NoDirectory { path: "x".into() }));
         assert!(matches!(
             lottery.wait_for_winners(Duration::ZERO),
             WinnersAnswer::Failed(_)
@@ -264,7 +283,7 @@ mod tests {
             assert!(Instant::now() < until, "the draw was never claimed again");
             std::thread::sleep(Duration::from_millis(50));
         }
-        lottery.hold_draw(|| Ok(Winners::default()));
+        lottery.hold_draw(None, || Ok(Winners::default()));
         assert!(lottery.is_drawn());
     }
 
@@ -308,7 +327,7 @@ mod tests {
         };
         lottery.record_finished(1);
         assert!(lottery.claim_draw());
-        lottery.hold_draw(|| Ok(Winners::default()));
+        lottery.hold_draw(None, || Ok(Winners::default()));
         // A 600 s wait that ends with the winners was woken by the draw.
         assert_eq!(
             waiter.join().unwrap(),

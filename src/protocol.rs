@@ -1,4 +1,4 @@
-//! The wire protocol, version 2: every message as a Rust value, and its exact bytes.
+//! The wire protocol, version 3: every message as a Rust value, and its exact bytes.
 //!
 //! This module owns the message ids, the error codes, the size limits and the
 //! pure encode/decode functions (`&[u8]` in, a message or a `ProtocolError` out).
@@ -9,6 +9,7 @@
 #[cfg(test)]
 use crate::bet::Bet;
 use crate::bet::BetRef;
+use crate::digest::{DIGEST_LEN, Digest};
 use crate::text::truncate_utf8;
 use std::fmt;
 
@@ -17,8 +18,10 @@ use std::fmt;
 pub(crate) const MAX_MESSAGE_LEN: usize = 8192;
 /// BETS header: id (2) · agency (4) · first (4) · count (2) · body_len (2).
 pub(crate) const BETS_HEADER_LEN: usize = 14;
-/// HELLO header: id (2) · agency (4) · token length (2).
-const HELLO_HEADER_LEN: usize = 8;
+/// The protocol version this code speaks, as HELLO carries it.
+pub(crate) const PROTOCOL_VERSION: u16 = 3;
+/// HELLO header: id (2) · version (2) · agency (4) · token length (2).
+const HELLO_HEADER_LEN: usize = 10;
 /// Longest HELLO token.
 pub(crate) const MAX_TOKEN_LEN: usize = 255;
 /// Largest BETS body that keeps the message within `MAX_MESSAGE_LEN`.
@@ -33,8 +36,12 @@ pub(crate) const MAX_ERROR_DETAIL_LEN: usize = 1024;
 const MIN_ENCODED_BET_LEN: usize = 4 * 2 + 2;
 /// GET_WINNERS: id (2) · agency (4).
 const GET_WINNERS_LEN: usize = 6;
-/// FINISH: id (2) · agency (4) · total (4).
-const FINISH_LEN: usize = 10;
+/// FINISH: id (2) · agency (4) · total (4) · digest (32).
+const FINISH_LEN: usize = 10 + DIGEST_LEN;
+/// WELCOME: id (2) · stored (4) · status (1) · digest (32).
+const WELCOME_LEN: usize = 7 + DIGEST_LEN;
+/// FINISH_ACK: id (2) · agency (4) · digest (32).
+const FINISH_ACK_LEN: usize = 6 + DIGEST_LEN;
 
 /// Message ids, as they appear in the first two bytes of every message.
 pub(crate) mod id {
@@ -55,15 +62,23 @@ pub(crate) mod id {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Request {
     /// Opens a session for `agency`: the first message of every connection.
-    Hello { agency: u32, token: Vec<u8> },
+    Hello {
+        version: u16,
+        agency: u32,
+        token: Vec<u8>,
+    },
     /// A batch of bets numbered from `first`, stored all or nothing.
     Bets {
         agency: u32,
         first: u32,
         batch: BetBatch,
     },
-    /// The agency has sent all its bets: `total` of them.
-    Finish { agency: u32, total: u32 },
+    /// The agency has sent all its bets: `total` of them, whose digest is `digest`.
+    Finish {
+        agency: u32,
+        total: u32,
+        digest: Digest,
+    },
     /// The agency asks for its winners.
     GetWinners { agency: u32 },
 }
@@ -95,6 +110,11 @@ impl BetBatch {
         usize::from(self.count)
     }
 
+    /// The batch's wire encoding: its bets, each as the digest hashes it.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
     /// The bets, borrowed from the body.
     pub fn bets(&self) -> impl Iterator<Item = BetRef<'_>> {
         let mut fields = Fields::new(&self.body);
@@ -107,12 +127,17 @@ impl BetBatch {
 /// A message from the server to an agency.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Reply {
-    /// Answers HELLO: the agency's bets on disk, and where its round stands.
-    Welcome { stored: u32, status: AgencyStatus },
+    /// Answers HELLO: the agency's bets on disk, their digest, and where its
+    /// round stands.
+    Welcome {
+        stored: u32,
+        status: AgencyStatus,
+        digest: Digest,
+    },
     /// The batch of `count` bets is on disk.
     BetsAck { count: u16 },
-    /// The agency's FINISH is recorded.
-    FinishAck { agency: u32 },
+    /// The agency's FINISH is recorded; `digest` is its receipt.
+    FinishAck { agency: u32, digest: Digest },
     /// The draw has not happened yet: ask again later.
     NoWinners,
     /// The last (or only) part of the agency's winners: documents joined by `,`.
@@ -161,10 +186,12 @@ pub enum ErrorCode {
     Unauthorized = 10,
     OutOfOrder = 11,
     CountMismatch = 12,
+    DigestMismatch = 13,
+    UnsupportedVersion = 14,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 12] = [
+    const ALL: [ErrorCode; 14] = [
         ErrorCode::Malformed,
         ErrorCode::TooLarge,
         ErrorCode::UnknownMessage,
@@ -177,6 +204,8 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::OutOfOrder,
         ErrorCode::CountMismatch,
+        ErrorCode::DigestMismatch,
+        ErrorCode::UnsupportedVersion,
     ];
 
     /// The code as sent on the wire.
@@ -204,6 +233,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::OutOfOrder => "OUT_OF_ORDER",
             ErrorCode::CountMismatch => "COUNT_MISMATCH",
+            ErrorCode::DigestMismatch => "DIGEST_MISMATCH",
+            ErrorCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
         }
     }
 
@@ -220,6 +251,7 @@ impl ErrorCode {
                 | ErrorCode::Busy
                 | ErrorCode::ShuttingDown
                 | ErrorCode::Unauthorized
+                | ErrorCode::UnsupportedVersion
         )
     }
 }
@@ -239,6 +271,8 @@ pub(crate) enum ProtocolError {
     UnknownMessage { id: u16 },
     /// The lengths do not add up, a string is not UTF-8, a count is 0...
     Malformed(String),
+    /// A HELLO of another protocol version than `PROTOCOL_VERSION`.
+    UnsupportedVersion { version: u16 },
 }
 
 impl ProtocolError {
@@ -248,6 +282,7 @@ impl ProtocolError {
             ProtocolError::TooLarge { .. } => ErrorCode::TooLarge,
             ProtocolError::UnknownMessage { .. } => ErrorCode::UnknownMessage,
             ProtocolError::Malformed(_) => ErrorCode::Malformed,
+            ProtocolError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
         }
     }
 }
@@ -261,6 +296,18 @@ impl fmt::Display for ProtocolError {
             ),
             ProtocolError::UnknownMessage { id } => write!(f, "unknown message id 0x{id:04X}"),
             ProtocolError::Malformed(reason) => write!(f, "malformed message: {reason}"),
+            // A version-2 HELLO starts with its agency's high half, almost always 0.
+            ProtocolError::UnsupportedVersion { version: 0 } => write!(
+                f,
+                "HELLO of protocol version 0, but this server speaks version \
+                 {PROTOCOL_VERSION}; it may be a version-2 client (whose HELLO has no version): \
+                 update the agency client"
+            ),
+            ProtocolError::UnsupportedVersion { version } => write!(
+                f,
+                "HELLO of protocol version {version}, but this server speaks version \
+                 {PROTOCOL_VERSION}; update the agency client"
+            ),
         }
     }
 }
@@ -329,6 +376,12 @@ impl<'a> Fields<'a> {
     fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
     }
+
+    fn digest(&mut self, what: &str) -> Result<Digest, ProtocolError> {
+        let mut out = [0u8; DIGEST_LEN];
+        out.copy_from_slice(self.take(DIGEST_LEN, what)?);
+        Ok(Digest(out))
+    }
 }
 
 fn peek_u16(buf: &[u8], at: usize) -> Option<u16> {
@@ -353,7 +406,7 @@ pub(crate) fn request_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
     };
     match message_id {
         id::HELLO => {
-            let Some(token_len) = peek_u16(buf, 6) else {
+            let Some(token_len) = peek_u16(buf, 8) else {
                 return Ok(None);
             };
             let len = within_limit(HELLO_HEADER_LEN + usize::from(token_len))?;
@@ -396,6 +449,24 @@ fn within_limit(len: usize) -> Result<usize, ProtocolError> {
     Ok(len)
 }
 
+/// On a connection without a HELLO yet: a HELLO of another version is refused
+/// as soon as its version's two bytes are in, before any other check of it
+/// (an old client's HELLO has another layout, so nothing else of it can be read).
+pub(crate) fn check_hello_version(buf: &[u8]) -> Result<(), ProtocolError> {
+    match (peek_u16(buf, 0), peek_u16(buf, 2)) {
+        (Some(id::HELLO), Some(version)) if version != PROTOCOL_VERSION => {
+            Err(ProtocolError::UnsupportedVersion { version })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Decodes the first request of a connection (see `check_hello_version`).
+pub(crate) fn decode_first_request(buf: &[u8]) -> Decoded<Request> {
+    check_hello_version(buf)?;
+    decode_request(buf)
+}
+
 /// Decodes the request at the start of `buf`: `Ok(None)` if more bytes are
 /// needed, else the request and how many bytes it used.
 pub(crate) fn decode_request(buf: &[u8]) -> Decoded<Request> {
@@ -407,12 +478,19 @@ pub(crate) fn decode_request(buf: &[u8]) -> Decoded<Request> {
     }
     let mut fields = Fields::new(&buf[..len]);
     let message_id = fields.u16("message id")?;
+    if message_id == id::HELLO {
+        let version = fields.u16("version")?;
+        let agency = fields.u32("agency")?;
+        let token = fields.str16("token")?.as_bytes().to_vec();
+        let hello = Request::Hello {
+            version,
+            agency,
+            token,
+        };
+        return Ok(Some((hello, len)));
+    }
     let agency = fields.u32("agency")?;
     let request = match message_id {
-        id::HELLO => Request::Hello {
-            agency,
-            token: fields.str16("token")?.as_bytes().to_vec(),
-        },
         id::BETS => {
             let first = fields.u32("first")?;
             let count = fields.u16("count")?;
@@ -426,6 +504,7 @@ pub(crate) fn decode_request(buf: &[u8]) -> Decoded<Request> {
         id::FINISH => Request::Finish {
             agency,
             total: fields.u32("total")?,
+            digest: fields.digest("digest")?,
         },
         _ => Request::GetWinners { agency },
     };
@@ -525,7 +604,11 @@ impl Request {
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
         let mut out = Vec::with_capacity(16);
         match self {
-            Request::Hello { agency, token } => {
+            Request::Hello {
+                version,
+                agency,
+                token,
+            } => {
                 if token.len() > MAX_TOKEN_LEN {
                     return Err(ProtocolError::TooLarge {
                         len: token.len(),
@@ -533,6 +616,7 @@ impl Request {
                     });
                 }
                 out.extend_from_slice(&id::HELLO.to_be_bytes());
+                out.extend_from_slice(&version.to_be_bytes());
                 out.extend_from_slice(&agency.to_be_bytes());
                 put_str16(&mut out, token, "token")?;
             }
@@ -541,10 +625,15 @@ impl Request {
                 first,
                 batch,
             } => return encode_bets_message(*agency, *first, batch.count, &batch.body),
-            Request::Finish { agency, total } => {
+            Request::Finish {
+                agency,
+                total,
+                digest,
+            } => {
                 out.extend_from_slice(&id::FINISH.to_be_bytes());
                 out.extend_from_slice(&agency.to_be_bytes());
                 out.extend_from_slice(&total.to_be_bytes());
+                out.extend_from_slice(&digest.0);
             }
             Request::GetWinners { agency } => {
                 out.extend_from_slice(&id::GET_WINNERS.to_be_bytes());
@@ -566,16 +655,22 @@ impl Reply {
 
     /// The reply's bytes; an error if a payload or detail is over its limit.
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
-        let mut out = Vec::with_capacity(8);
-        let welcome: [u8; 5];
+        let mut out = Vec::with_capacity(WELCOME_LEN);
+        let fixed: Vec<u8>;
         let (message_id, rest): (u16, &[u8]) = match self {
-            Reply::Welcome { stored, status } => {
-                let [a, b, c, d] = stored.to_be_bytes();
-                welcome = [a, b, c, d, *status as u8];
-                (id::WELCOME, &welcome)
+            Reply::Welcome {
+                stored,
+                status,
+                digest,
+            } => {
+                fixed = [&stored.to_be_bytes()[..], &[*status as u8], &digest.0].concat();
+                (id::WELCOME, &fixed)
             }
             Reply::BetsAck { count } => (id::BETS_ACK, &count.to_be_bytes()),
-            Reply::FinishAck { agency } => (id::FINISH_ACK, &agency.to_be_bytes()),
+            Reply::FinishAck { agency, digest } => {
+                fixed = [&agency.to_be_bytes()[..], &digest.0].concat();
+                (id::FINISH_ACK, &fixed)
+            }
             Reply::NoWinners => (id::NO_WINNERS, &[]),
             Reply::Winners { documents } => (id::WINNERS, documents.as_bytes()),
             Reply::WinnersPart { documents } => (id::WINNERS_PART, documents.as_bytes()),
@@ -612,9 +707,9 @@ pub(crate) fn decode_reply(buf: &[u8]) -> Decoded<Reply> {
         return Ok(None);
     };
     let len = match message_id {
-        id::WELCOME => 7,
+        id::WELCOME => WELCOME_LEN,
         id::BETS_ACK => 4,
-        id::FINISH_ACK => 6,
+        id::FINISH_ACK => FINISH_ACK_LEN,
         id::NO_WINNERS => 2,
         id::WINNERS | id::WINNERS_PART => match peek_u16(buf, 2) {
             Some(payload_len) => 4 + usize::from(payload_len),
@@ -643,13 +738,18 @@ pub(crate) fn decode_reply(buf: &[u8]) -> Decoded<Reply> {
             let raw = fields.take(1, "status")?[0];
             let status = AgencyStatus::from_u8(raw)
                 .ok_or_else(|| malformed(format!("unknown agency status {raw}")))?;
-            Reply::Welcome { stored, status }
+            Reply::Welcome {
+                stored,
+                status,
+                digest: fields.digest("digest")?,
+            }
         }
         id::BETS_ACK => Reply::BetsAck {
             count: fields.u16("count")?,
         },
         id::FINISH_ACK => Reply::FinishAck {
             agency: fields.u32("agency")?,
+            digest: fields.digest("digest")?,
         },
         id::NO_WINNERS => Reply::NoWinners,
         id::WINNERS => Reply::Winners {
@@ -749,10 +849,12 @@ mod tests {
     fn every_request() -> Vec<Request> {
         vec![
             Request::Hello {
+                version: PROTOCOL_VERSION,
                 agency: 2,
                 token: b"a-token-of-agency-2".to_vec(),
             },
             Request::Hello {
+                version: PROTOCOL_VERSION,
                 agency: 7,
                 token: Vec::new(),
             },
@@ -764,6 +866,7 @@ mod tests {
             Request::Finish {
                 agency: 1,
                 total: 78_697,
+                digest: Digest([7; 32]),
             },
             Request::GetWinners {
                 agency: 0xDEAD_BEEF,
@@ -776,13 +879,18 @@ mod tests {
             Reply::Welcome {
                 stored: 4_000_000_000,
                 status: AgencyStatus::Sending,
+                digest: Digest([1; 32]),
             },
             Reply::Welcome {
                 stored: 0,
                 status: AgencyStatus::Drawn,
+                digest: Digest::of_nothing(),
             },
             Reply::BetsAck { count: 150 },
-            Reply::FinishAck { agency: 5 },
+            Reply::FinishAck {
+                agency: 5,
+                digest: Digest([9; 32]),
+            },
             Reply::NoWinners,
             Reply::Winners {
                 documents: "30904465,21689196".into(),
@@ -830,23 +938,28 @@ mod tests {
 
     #[test]
     fn requests_have_the_exact_documented_bytes() {
+        let digest = Digest([0xAB; 32]);
+        let mut finish = vec![0, 3, 0, 0, 0, 2, 1, 2, 3, 4];
+        finish.extend_from_slice(&[0xAB; 32]);
         assert_eq!(
             Request::Finish {
                 agency: 2,
-                total: 0x0102_0304
+                total: 0x0102_0304,
+                digest,
             }
             .encode()
             .unwrap(),
-            [0, 3, 0, 0, 0, 2, 1, 2, 3, 4]
+            finish
         );
         assert_eq!(
             Request::Hello {
+                version: 3,
                 agency: 1,
                 token: b"tok".to_vec()
             }
             .encode()
             .unwrap(),
-            [0, 9, 0, 0, 0, 1, 0, 3, b't', b'o', b'k']
+            [0, 9, 0, 3, 0, 0, 0, 1, 0, 3, b't', b'o', b'k']
         );
         assert_eq!(
             Request::GetWinners { agency: 258 }.encode().unwrap(),
@@ -877,14 +990,20 @@ mod tests {
     fn replies_have_the_exact_documented_bytes() {
         let enc = |r: Reply| r.encode().unwrap();
         assert_eq!(enc(Reply::BetsAck { count: 258 }), [0, 2, 1, 2]);
+        let digest = Digest([0xCD; 32]);
+        let mut welcome = vec![0, 0x0A, 0, 0, 1, 2, 1];
+        welcome.extend_from_slice(&[0xCD; 32]);
         assert_eq!(
             enc(Reply::Welcome {
                 stored: 258,
-                status: AgencyStatus::Finished
+                status: AgencyStatus::Finished,
+                digest,
             }),
-            [0, 0x0A, 0, 0, 1, 2, 1]
+            welcome
         );
-        assert_eq!(enc(Reply::FinishAck { agency: 7 }), [0, 4, 0, 0, 0, 7]);
+        let mut finish_ack = vec![0, 4, 0, 0, 0, 7];
+        finish_ack.extend_from_slice(&[0xCD; 32]);
+        assert_eq!(enc(Reply::FinishAck { agency: 7, digest }), finish_ack);
         assert_eq!(enc(Reply::NoWinners), [0, 6]);
         assert_eq!(
             enc(Reply::Winners {
@@ -1024,18 +1143,53 @@ mod tests {
         ));
         // A token over 255 bytes, from the header alone.
         assert!(matches!(
-            decode_request(&[0, 9, 0, 0, 0, 1, 1, 0]),
+            decode_request(&[0, 9, 0, 3, 0, 0, 0, 1, 1, 0]),
             Err(ProtocolError::Malformed(_))
         ));
         // A token that is not UTF-8.
         assert!(matches!(
-            decode_request(&[0, 9, 0, 0, 0, 1, 0, 1, 0xFF]),
+            decode_request(&[0, 9, 0, 3, 0, 0, 0, 1, 0, 1, 0xFF]),
             Err(ProtocolError::Malformed(_))
         ));
         assert_eq!(
             decode_request(&[0, 2, 0, 0]),
             Err(ProtocolError::UnknownMessage { id: 2 })
         );
+    }
+
+    #[test]
+    fn a_first_hello_of_another_version_is_refused_from_its_first_four_bytes() {
+        // A version-2 HELLO: its agency's high half reads as version 0.
+        assert_eq!(
+            decode_first_request(&[0, 9, 0, 0]),
+            Err(ProtocolError::UnsupportedVersion { version: 0 })
+        );
+        assert_eq!(
+            decode_first_request(&[0, 9, 0, 2, 0xFF]),
+            Err(ProtocolError::UnsupportedVersion { version: 2 })
+        );
+        // Before the version is in, nothing is decided; version 3 goes on.
+        assert_eq!(decode_first_request(&[0, 9, 0]), Ok(None));
+        assert_eq!(decode_first_request(&[0, 9, 0, 3, 0, 0]), Ok(None));
+        // The version comes before size: a huge token of version 4 is still a version error.
+        assert_eq!(
+            decode_first_request(&[0, 9, 0, 4, 0, 0, 0, 1, 0xFF, 0xFF]),
+            Err(ProtocolError::UnsupportedVersion { version: 4 })
+        );
+        let v0 = ProtocolError::UnsupportedVersion { version: 0 }.to_string();
+        assert!(
+            v0.contains("version 0") && v0.contains("version-2 client"),
+            "{v0}"
+        );
+        assert!(v0.contains("version 3") && v0.contains("update the agency client"));
+        // Later in a connection a HELLO is judged by the session rules, not here.
+        assert!(matches!(
+            decode_request(&[0, 9, 0, 2, 0, 0, 0, 1, 0, 0]),
+            Ok(Some((Request::Hello { version: 2, .. }, 10)))
+        ));
+        assert_eq!(ErrorCode::from_u16(14), Some(ErrorCode::UnsupportedVersion));
+        assert!(ErrorCode::UnsupportedVersion.closes_connection());
+        assert!(!ErrorCode::DigestMismatch.closes_connection());
     }
 
     #[test]

@@ -19,7 +19,6 @@
 use crate::auth::{Access, Tokens, TokensError};
 use crate::config::{START_FAILED, ServerConfig};
 use crate::connection::{self, Connection};
-use crate::draw;
 use crate::handler::{Context, Handler};
 use crate::limits::{LogLimiter, Refusal, Registration, Registry, suppressed_note};
 use crate::lottery::Lottery;
@@ -233,9 +232,7 @@ impl Server {
         let listener = listen(address).map_err(|source| ServerError::Bind { address, source })?;
         let lottery = Lottery::new(config.agencies, recovered.finished.keys().copied());
         let store = Arc::new(store);
-        if lottery.claim_draw() {
-            lottery.hold_draw(|| draw::compute_winners(store.path(), &store.reader()?));
-        }
+        lottery.hold_draw_if_due(&store);
         let registry = Arc::new(Registry::new(config.max_connections));
         let context = Arc::new(Context {
             lottery,

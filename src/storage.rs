@@ -17,7 +17,12 @@
 //! its result. A batch that fails to be written, or whose `fsync` fails, is cut
 //! back off the file, so the file only ever ends in whole rows of batches that
 //! were (or are about to be) acknowledged. `record_finish` writes an agency's
-//! FINISH, with its total, durably to the records file (`finishes`).
+//! FINISH, with its total and digest, durably to the records file (`finishes`).
+//!
+//! Each agency's digest (protocol version 3) is kept as a running SHA-256 over
+//! the bodies of its stored batches, hashed as they are appended, one for the
+//! bets appended and one for those on disk; an agency that has sent no bet has
+//! none. At start they are rebuilt from the rows (`recovery`).
 //!
 //! `BetRows` streams the rows back through one fixed buffer; it never holds the
 //! file in memory, and lends each row without allocating (the draw reads
@@ -27,11 +32,12 @@ mod finishes;
 mod recovery;
 mod rows;
 
-pub(crate) use recovery::Recovered;
+pub(crate) use recovery::{Audit, Recovered, audit};
 pub(crate) use rows::StoredRow;
 
 use crate::bet::ValidBet;
 use crate::buffer::{ReadBuffer, Refill};
+use crate::digest::{self, Digest, Hasher};
 use crate::locks::{lock, wait_while};
 use finishes::FinishRecords;
 use std::collections::{HashMap, VecDeque};
@@ -168,6 +174,14 @@ fn open_round_file(path: &Path) -> Result<File, StorageError> {
     Ok(file)
 }
 
+/// Opens a file of the round for reading only; only a regular file is accepted.
+fn open_for_reading(path: &Path) -> Result<File, StorageError> {
+    // Looked at before opening: opening a FIFO could wait for a peer.
+    let meta = std::fs::metadata(path).map_err(|e| io_error(path, "open", e))?;
+    refuse_non_file(path, meta.file_type())?;
+    File::open(path).map_err(|e| io_error(path, "open", e))
+}
+
 fn refuse_non_file(path: &Path, file_type: std::fs::FileType) -> Result<(), StorageError> {
     use std::os::unix::fs::FileTypeExt;
     let kind = if file_type.is_file() {
@@ -217,17 +231,33 @@ pub(crate) enum Finish {
     /// The FINISH is on disk; `first_time` is false for a repeat.
     Recorded { first_time: bool },
     /// The total is not the agency's stored bets: nothing was recorded.
-    Mismatch { stored: u64 },
+    CountMismatch { stored: u64 },
+    /// The total is right but the digest is not that of the stored bets (or of
+    /// the FINISH recorded before): nothing was recorded.
+    DigestMismatch { stored: Digest },
 }
 
 /// Where one agency's bets stand in the file.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct AgencyLedger {
     /// Bets appended, including those not yet on disk.
     stored: u64,
     /// Bets known to be on disk.
     durable: u64,
+    /// The digest of the `stored` bets so far; `None` before the first.
+    hash: Option<Hasher>,
+    /// The same for the `durable` bets.
+    durable_hash: Option<Hasher>,
     finish: FinishState,
+}
+
+impl AgencyLedger {
+    /// The digest of the agency's bets on disk.
+    fn durable_digest(&self) -> Digest {
+        self.durable_hash
+            .as_ref()
+            .map_or_else(Digest::of_nothing, Hasher::digest)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -236,8 +266,16 @@ enum FinishState {
     Open,
     /// Its FINISH is being written: no new batch may be appended.
     Finishing,
-    /// Its FINISH with this total is on disk.
-    Finished(u64),
+    /// Its FINISH with this total and digest is on disk.
+    Finished { total: u64, digest: Digest },
+}
+
+/// What the server tells an agency about its bets on disk (WELCOME).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DurableState {
+    pub stored: u64,
+    pub digest: Digest,
+    pub finished: bool,
 }
 
 /// Rows appended and not yet on disk, in the order they were appended.
@@ -246,6 +284,8 @@ struct PendingRows {
     end: u64,
     agency: u32,
     count: u64,
+    /// The agency's digest once these rows are in.
+    hash: Hasher,
 }
 
 /// The bets file of a round, shared by every connection thread.
@@ -259,6 +299,8 @@ pub(crate) struct BetStore {
     sync_handle: File,
     /// The FINISH records; its lock also puts FINISHes one after another.
     finishes: Mutex<FinishRecords>,
+    /// The round's number of agencies, for the seal.
+    agencies: u32,
 }
 
 struct Writer {
@@ -283,16 +325,20 @@ impl Writer {
     fn durable_through(&mut self, end: u64) {
         while self.pending.front().is_some_and(|p| p.end <= end) {
             if let Some(rows) = self.pending.pop_front() {
-                self.agency(rows.agency).durable += rows.count;
+                let ledger = self.agency(rows.agency);
+                ledger.durable += rows.count;
+                ledger.durable_hash = Some(rows.hash);
             }
         }
     }
 
-    /// Rows not yet on disk were cut off: each agency is back to its durable count.
+    /// Rows not yet on disk were cut off: each agency is back to its durable
+    /// count and digest.
     fn forget_pending(&mut self) {
         for rows in std::mem::take(&mut self.pending) {
             let ledger = self.agency(rows.agency);
             ledger.stored = ledger.durable;
+            ledger.hash = ledger.durable_hash.clone();
         }
     }
 }
@@ -333,18 +379,20 @@ impl BetStore {
             .map_err(|e| io_error(path, "inspect", e))?
             .len();
         let mut ledgers = HashMap::new();
-        for (&agency, &stored) in &recovered.per_agency {
+        for (&agency, rows) in &recovered.per_agency {
             ledgers.insert(
                 agency,
                 AgencyLedger {
-                    stored,
-                    durable: stored,
+                    stored: rows.count,
+                    durable: rows.count,
+                    hash: Some(rows.hash.clone()),
+                    durable_hash: Some(rows.hash.clone()),
                     finish: FinishState::Open,
                 },
             );
         }
-        for (&agency, &total) in &recovered.finished {
-            ledgers.entry(agency).or_default().finish = FinishState::Finished(total);
+        for (&agency, &(total, digest)) in &recovered.finished {
+            ledgers.entry(agency).or_default().finish = FinishState::Finished { total, digest };
         }
         let sync_handle = file.try_clone().map_err(|e| io_error(path, "open", e))?;
         let store = BetStore {
@@ -367,6 +415,7 @@ impl BetStore {
             committed: Condvar::new(),
             sync_handle,
             finishes: Mutex::new(records),
+            agencies,
         };
         Ok((store, recovered))
     }
@@ -394,30 +443,55 @@ impl BetStore {
         io_error(&self.path, action, source)
     }
 
-    /// The agency's bets on disk and whether its FINISH is recorded, once every
-    /// bet stored so far has been made durable.
-    pub fn durable_state(&self, agency: u32) -> (u64, bool) {
+    /// The agency's bets on disk, their digest, and whether its FINISH is
+    /// recorded, once every bet stored so far has been made durable.
+    pub fn durable_state(&self, agency: u32) -> DurableState {
         let end = lock(&self.writer).appended;
         // A failed flush cuts what it could not keep: the counts below are what
         // is on disk either way, and the batches concerned get the error.
         let _ = self.sync(Appended { end });
-        let mut writer = lock(&self.writer);
-        let ledger = writer.agency(agency);
-        (
-            ledger.durable,
-            matches!(ledger.finish, FinishState::Finished(_)),
-        )
+        let writer = lock(&self.writer);
+        match writer.agencies.get(&agency) {
+            Some(ledger) => DurableState {
+                stored: ledger.durable,
+                digest: ledger.durable_digest(),
+                finished: matches!(ledger.finish, FinishState::Finished { .. }),
+            },
+            None => DurableState {
+                stored: 0,
+                digest: Digest::of_nothing(),
+                finished: false,
+            },
+        }
+    }
+
+    /// The round's seal, once every agency's FINISH is recorded: SHA-256 over
+    /// each agency's number, total and digest, in agency order.
+    pub fn seal(&self) -> Option<Digest> {
+        let writer = lock(&self.writer);
+        let mut finishes = Vec::with_capacity(self.agencies as usize);
+        for agency in 1..=self.agencies {
+            match writer.agencies.get(&agency).map(|ledger| ledger.finish) {
+                Some(FinishState::Finished { total, digest }) => {
+                    finishes.push((agency, u32::try_from(total).ok()?, digest));
+                }
+                _ => return None,
+            }
+        }
+        Some(digest::seal(finishes))
     }
 
     /// Appends a batch of `agency`'s bets numbered from `first`, in one write at
     /// the file's end, unless it is not the agency's next batch (see `Append`).
-    /// Does not wait for the disk: `sync` does. On a failed write the file is cut
-    /// back to its length before the batch.
+    /// `body` is the batch's wire encoding (the BETS body), added to the agency's
+    /// digest. Does not wait for the disk: `sync` does. On a failed write the
+    /// file is cut back to its length before the batch.
     pub fn append_batch(
         &self,
         agency: u32,
         first: u64,
         bets: &[ValidBet<'_>],
+        body: &[u8],
     ) -> Result<Append, StorageError> {
         let count = bets.len() as u64;
         // A batch of one message's worth of bets makes somewhat more than 8 KiB
@@ -425,23 +499,22 @@ impl BetStore {
         let mut bytes = Vec::with_capacity(16 * 1024);
         rows::write_rows(&mut bytes, agency, bets);
         let mut writer = lock(&self.writer);
-        let ledger = *writer.agency(agency);
-        match ledger.finish {
-            FinishState::Finished(_) => return Ok(Append::Finished),
-            FinishState::Finishing if first + count > ledger.stored => {
+        let ledger = writer.agency(agency);
+        let (stored, finish) = (ledger.stored, ledger.finish);
+        match finish {
+            FinishState::Finished { .. } => return Ok(Append::Finished),
+            FinishState::Finishing if first + count > stored => {
                 return Ok(Append::Finished);
             }
             _ => {}
         }
-        if first + count <= ledger.stored {
+        if first + count <= stored {
             return Ok(Append::AlreadyStored(Appended {
                 end: writer.appended,
             }));
         }
-        if first != ledger.stored {
-            return Ok(Append::OutOfOrder {
-                expected: ledger.stored,
-            });
+        if first != stored {
+            return Ok(Append::OutOfOrder { expected: stored });
         }
         if writer.needs_cut {
             let len = writer.len;
@@ -467,8 +540,17 @@ impl BetStore {
         writer.len = at + bytes.len() as u64;
         writer.appended += bytes.len() as u64;
         let end = writer.appended;
-        writer.agency(agency).stored += count;
-        writer.pending.push_back(PendingRows { end, agency, count });
+        let ledger = writer.agency(agency);
+        ledger.stored += count;
+        let hash = ledger.hash.get_or_insert_with(Hasher::new);
+        hash.update(body);
+        let hash = hash.clone();
+        writer.pending.push_back(PendingRows {
+            end,
+            agency,
+            count,
+            hash,
+        });
         Ok(Append::Stored(Appended { end }))
     }
 
@@ -529,55 +611,73 @@ impl BetStore {
         state.last_failure = error.to_string();
     }
 
-    /// Records that `agency` finished with `total` bets, durably, once every one
-    /// of its stored bets is on disk. A repeat with the same total is recorded
-    /// once; a total other than the agency's stored bets records nothing.
-    pub fn record_finish(&self, agency: u32, total: u64) -> Result<Finish, StorageError> {
+    /// Records that `agency` finished with `total` bets whose digest is
+    /// `digest`, durably, once every one of its stored bets is on disk. A repeat
+    /// with the same total and digest is recorded once; a total other than the
+    /// agency's stored bets, or a digest other than theirs, records nothing.
+    pub fn record_finish(
+        &self,
+        agency: u32,
+        total: u64,
+        digest: Digest,
+    ) -> Result<Finish, StorageError> {
         let mut records = lock(&self.finishes);
         {
             let mut writer = lock(&self.writer);
             let ledger = writer.agency(agency);
-            if let FinishState::Finished(recorded) = ledger.finish {
-                return Ok(if recorded == total {
-                    Finish::Recorded { first_time: false }
-                } else {
-                    Finish::Mismatch { stored: recorded }
-                });
+            if let FinishState::Finished {
+                total: recorded,
+                digest: recorded_digest,
+            } = ledger.finish
+            {
+                return Ok(judge_finish(
+                    (recorded, recorded_digest),
+                    (total, digest),
+                    Finish::Recorded { first_time: false },
+                ));
             }
             if ledger.stored != total {
-                return Ok(Finish::Mismatch {
+                return Ok(Finish::CountMismatch {
                     stored: ledger.stored,
                 });
             }
             ledger.finish = FinishState::Finishing;
         }
-        let outcome = self.write_finish(&mut records, agency, total);
+        let outcome = self.write_finish(&mut records, agency, total, digest);
         let mut writer = lock(&self.writer);
         let ledger = writer.agency(agency);
         ledger.finish = match &outcome {
-            Ok(Finish::Recorded { .. }) => FinishState::Finished(total),
+            Ok(Finish::Recorded { .. }) => FinishState::Finished { total, digest },
             _ => FinishState::Open,
         };
         outcome
     }
 
-    /// Makes the agency's bets durable, checks they are all still there, and
-    /// writes its FINISH record.
+    /// Makes the agency's bets durable, checks they are all still there and are
+    /// the bets of `digest`, and writes its FINISH record.
     fn write_finish(
         &self,
         records: &mut FinishRecords,
         agency: u32,
         total: u64,
+        digest: Digest,
     ) -> Result<Finish, StorageError> {
         let end = lock(&self.writer).appended;
         self.sync(Appended { end })?;
-        let durable = lock(&self.writer).agency(agency).durable;
-        if durable != total {
-            // A failed flush cut some of them off.
-            return Ok(Finish::Mismatch { stored: durable });
+        let (durable, durable_digest) = {
+            let mut writer = lock(&self.writer);
+            let ledger = writer.agency(agency);
+            (ledger.durable, ledger.durable_digest())
+        };
+        let judged = judge_finish(
+            (durable, durable_digest),
+            (total, digest),
+            Finish::Recorded { first_time: true },
+        );
+        if judged == (Finish::Recorded { first_time: true }) {
+            records.append(agency, total, &digest)?;
         }
-        records.append(agency, total)?;
-        Ok(Finish::Recorded { first_time: true })
+        Ok(judged)
     }
 
     /// Called when the server stops: flushes to disk whatever was appended and
@@ -589,6 +689,18 @@ impl BetStore {
             return Ok(());
         }
         self.sync(Appended { end: appended })
+    }
+}
+
+/// A FINISH of `(total, digest)` against what the server holds: the count is
+/// judged first, then the digest; `agreed` when both match.
+fn judge_finish(held: (u64, Digest), finish: (u64, Digest), agreed: Finish) -> Finish {
+    if held.0 != finish.0 {
+        Finish::CountMismatch { stored: held.0 }
+    } else if held.1 != finish.1 {
+        Finish::DigestMismatch { stored: held.1 }
+    } else {
+        agreed
     }
 }
 
@@ -772,10 +884,34 @@ mod tests {
         }
     }
 
+    /// The wire encoding of `bets`, as a BETS body holds them.
+    fn body_of(bets: &[Bet]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for bet in bets {
+            crate::protocol::encode_bet(bet.as_ref(), &mut body).unwrap();
+        }
+        body
+    }
+
+    /// The digest of `bets`, computed apart from the store.
+    fn digest_of(bets: &[Bet]) -> Digest {
+        let mut hasher = Hasher::new();
+        hasher.update(&body_of(bets));
+        hasher.digest()
+    }
+
+    /// The agency's durable count and whether it finished.
+    fn counts(store: &BetStore, agency: u32) -> (u64, bool) {
+        let state = store.durable_state(agency);
+        (state.stored, state.finished)
+    }
+
     /// Appends `bets` as `agency`'s batch from `first` and waits for the disk.
     fn store(store: &BetStore, agency: u32, first: u64, bets: &[Bet]) -> Append {
         let valid: Vec<ValidBet> = bets.iter().map(Bet::valid).collect();
-        let outcome = store.append_batch(agency, first, &valid).unwrap();
+        let outcome = store
+            .append_batch(agency, first, &valid, &body_of(bets))
+            .unwrap();
         if let Append::Stored(appended) | Append::AlreadyStored(appended) = &outcome {
             store.sync(*appended).unwrap();
         }
@@ -852,7 +988,10 @@ mod tests {
             store(&bets_file, 1, 10, &bets(10..12)),
             Append::Stored(_)
         ));
-        assert_eq!(bets_file.durable_state(1), (12, false));
+        assert_eq!(counts(&bets_file, 1), (12, false));
+        // The batches sent again added nothing to the digest either.
+        assert_eq!(bets_file.durable_state(1).digest, digest_of(&bets(0..12)));
+        assert_eq!(bets_file.durable_state(2).digest, Digest::of_nothing());
         assert_eq!(read_all(&path).len(), 12);
     }
 
@@ -861,20 +1000,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (bets_file, path) = new_store(&dir, 2);
         store(&bets_file, 1, 0, &bets(0..3));
+        let digest = digest_of(&bets(0..3));
+        let other = digest_of(&bets(1..4));
         assert_eq!(
-            bets_file.record_finish(1, 4).unwrap(),
-            Finish::Mismatch { stored: 3 }
+            bets_file.record_finish(1, 4, digest).unwrap(),
+            Finish::CountMismatch { stored: 3 }
         );
-        assert_eq!(bets_file.durable_state(1), (3, false));
+        // The count is judged before the digest.
         assert_eq!(
-            bets_file.record_finish(1, 3).unwrap(),
+            bets_file.record_finish(1, 4, other).unwrap(),
+            Finish::CountMismatch { stored: 3 }
+        );
+        assert_eq!(
+            bets_file.record_finish(1, 3, other).unwrap(),
+            Finish::DigestMismatch { stored: digest }
+        );
+        assert_eq!(counts(&bets_file, 1), (3, false));
+        assert_eq!(bets_file.seal(), None);
+        assert_eq!(
+            bets_file.record_finish(1, 3, digest).unwrap(),
             Finish::Recorded { first_time: true }
         );
         assert_eq!(
-            bets_file.record_finish(1, 3).unwrap(),
+            bets_file.record_finish(1, 3, digest).unwrap(),
             Finish::Recorded { first_time: false }
         );
-        assert_eq!(bets_file.durable_state(1), (3, true));
+        // A repeat that differs from the record is refused, and records nothing.
+        assert_eq!(
+            bets_file.record_finish(1, 3, other).unwrap(),
+            Finish::DigestMismatch { stored: digest }
+        );
+        assert_eq!(
+            bets_file.record_finish(1, 2, digest).unwrap(),
+            Finish::CountMismatch { stored: 3 }
+        );
+        assert_eq!(counts(&bets_file, 1), (3, true));
         assert!(matches!(
             store(&bets_file, 1, 3, &bets(3..4)),
             Append::Finished
@@ -883,8 +1043,26 @@ mod tests {
             store(&bets_file, 1, 0, &bets(0..3)),
             Append::Finished
         ));
+        // Agency 2 finishes with no bets: the digest of nothing.
+        assert_eq!(
+            bets_file.record_finish(2, 0, Digest::of_nothing()).unwrap(),
+            Finish::Recorded { first_time: true }
+        );
         let records = std::fs::read_to_string(finishes::records_path(&path)).unwrap();
-        assert_eq!(records, "agencies 2\nfinished 1 3\n");
+        assert_eq!(
+            records,
+            format!(
+                "agencies 2\nfinished 1 3 {digest}\nfinished 2 0 {}\n",
+                Digest::of_nothing()
+            )
+        );
+        assert_eq!(
+            bets_file.seal(),
+            Some(crate::digest::seal([
+                (1, 3, digest),
+                (2, 0, Digest::of_nothing())
+            ]))
+        );
     }
 
     #[test]
@@ -906,16 +1084,29 @@ mod tests {
             store(&bets_file, 1, 0, &bets(0..4));
             store(&bets_file, 2, 0, &bets(10..12));
             assert_eq!(
-                bets_file.record_finish(2, 2).unwrap(),
+                bets_file
+                    .record_finish(2, 2, digest_of(&bets(10..12)))
+                    .unwrap(),
                 Finish::Recorded { first_time: true }
             );
         }
         let (bets_file, recovered) = BetStore::open(&path, 3).unwrap();
         assert_eq!(recovered.bets, 6);
-        assert_eq!(recovered.per_agency, HashMap::from([(1, 4), (2, 2)]));
-        assert_eq!(recovered.finished, HashMap::from([(2, 2)]));
-        assert_eq!(bets_file.durable_state(1), (4, false));
-        assert_eq!(bets_file.durable_state(2), (2, true));
+        let rows: HashMap<u32, u64> = recovered
+            .per_agency
+            .iter()
+            .map(|(&agency, rows)| (agency, rows.count))
+            .collect();
+        assert_eq!(rows, HashMap::from([(1, 4), (2, 2)]));
+        assert_eq!(
+            recovered.finished,
+            HashMap::from([(2, (2, digest_of(&bets(10..12))))])
+        );
+        assert_eq!(counts(&bets_file, 1), (4, false));
+        assert_eq!(counts(&bets_file, 2), (2, true));
+        // The digests are rebuilt from the rows, names unquoted.
+        assert_eq!(bets_file.durable_state(1).digest, digest_of(&bets(0..4)));
+        assert_eq!(bets_file.durable_state(2).digest, digest_of(&bets(10..12)));
         assert!(matches!(
             store(&bets_file, 1, 0, &bets(0..4)),
             Append::AlreadyStored(_)
@@ -981,26 +1172,45 @@ mod tests {
         let path = dir.path().join("bets.csv");
         std::fs::write(&path, "1,A,B,1,2000-01-01,1\r\n").unwrap();
         let records = finishes::records_path(&path);
+        let row = Bet {
+            first_name: "A".into(),
+            last_name: "B".into(),
+            document: "1".into(),
+            birthdate: "2000-01-01".into(),
+            number: 1,
+        };
+        let digest = digest_of(std::slice::from_ref(&row));
+        let other = Digest::of_nothing();
         for (text, wanted) in [
-            ("agencies 4\n", "SERVER_AGENCIES=4"),
-            ("agencies 5\nfinished 1 2\n", "holds 1 of its bets"),
-            ("agencies 5\nfinished 9 0\n", "agency 9"),
-            ("agencies 5\nwhatever\n", "not `finished"),
+            ("agencies 4\n".to_string(), "SERVER_AGENCIES=4"),
+            (
+                format!("agencies 5\nfinished 1 2 {digest}\n"),
+                "holds 1 of its bets",
+            ),
+            (
+                format!("agencies 5\nfinished 1 1 {other}\n"),
+                "digest e3b0c442, but its rows in the bets file have digest",
+            ),
+            (format!("agencies 5\nfinished 9 0 {other}\n"), "agency 9"),
+            (
+                "agencies 5\nfinished 1 1\n".to_string(),
+                "protocol version 2",
+            ),
+            ("agencies 5\nwhatever\n".to_string(), "not `finished"),
         ] {
-            std::fs::write(&records, text).unwrap();
+            std::fs::write(&records, &text).unwrap();
             let error = BetStore::open(&path, 5).err().expect("refused").to_string();
             assert!(error.contains(wanted), "{text:?}: {error}");
+            assert!(error.contains("line "), "{error}");
             assert_eq!(std::fs::read_to_string(&records).unwrap(), text);
         }
         // A record cut short was never acknowledged: it is cut off.
-        std::fs::write(&records, "agencies 5\nfinished 1 1\nfinis").unwrap();
+        let whole = format!("agencies 5\nfinished 1 1 {digest}\n");
+        std::fs::write(&records, format!("{whole}finis")).unwrap();
         let (bets_file, recovered) = BetStore::open(&path, 5).unwrap();
-        assert_eq!(recovered.finished, HashMap::from([(1, 1)]));
-        assert_eq!(bets_file.durable_state(1), (1, true));
-        assert_eq!(
-            std::fs::read_to_string(&records).unwrap(),
-            "agencies 5\nfinished 1 1\n"
-        );
+        assert_eq!(recovered.finished, HashMap::from([(1, (1, digest))]));
+        assert_eq!(counts(&bets_file, 1), (1, true));
+        assert_eq!(std::fs::read_to_string(&records).unwrap(), whole);
     }
 
     #[test]
@@ -1133,7 +1343,7 @@ mod tests {
             );
         }
         for agency in 1..=8 {
-            assert_eq!(bets_file.durable_state(agency), (600, false));
+            assert_eq!(counts(&bets_file, agency), (600, false));
         }
     }
 

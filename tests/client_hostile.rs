@@ -50,21 +50,26 @@ fn data_file(dir: &Path, rows: usize) -> std::path::PathBuf {
 fn fake_round(answer: impl Fn(&mut Exchange, u32) + Send + Sync + 'static) -> FakeServer {
     let stored = Arc::new(AtomicU32::new(0));
     let finished = Arc::new(AtomicBool::new(false));
+    // The bodies of the batches taken, for WELCOME's digest.
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
     FakeServer::start(move |mut exchange| {
         while let Some((id, message)) = exchange.read_request() {
             let reply = match id {
                 0x0009 => welcome(
                     stored.load(Ordering::SeqCst),
                     u8::from(finished.load(Ordering::SeqCst)),
+                    digest_of(&[bodies.lock().unwrap().clone()]),
                 ),
                 0x0001 => {
                     let count = bets_count(&message);
                     stored.fetch_add(u32::from(count), Ordering::SeqCst);
+                    bodies.lock().unwrap().extend_from_slice(&message[14..]);
                     bets_ack(count)
                 }
                 0x0003 => {
                     finished.store(true, Ordering::SeqCst);
-                    finish_ack(1)
+                    // The FINISH's own digest back: the receipt.
+                    finish_ack(1, message[10..42].try_into().unwrap())
                 }
                 _ => {
                     answer(&mut exchange, stored.load(Ordering::SeqCst));
@@ -142,7 +147,7 @@ fn an_ack_with_the_wrong_count_is_refused() {
     let server = FakeServer::start(|mut exchange| {
         while let Some((id, message)) = exchange.read_request() {
             let reply = match id {
-                0x0009 => welcome(0, 0),
+                0x0009 => welcome(0, 0, no_bets()),
                 _ => bets_ack(bets_count(&message) + 1),
             };
             if !exchange.send(&reply) {
@@ -166,7 +171,7 @@ fn an_error_detail_cannot_forge_a_log_line_or_reach_the_terminal() {
     let server = FakeServer::start(move |mut exchange| {
         while let Some((id, _)) = exchange.read_request() {
             let reply = match id {
-                0x0009 => welcome(0, 0),
+                0x0009 => welcome(0, 0, no_bets()),
                 _ => error_reply(4, forged),
             };
             if !exchange.send(&reply) {

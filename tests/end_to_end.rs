@@ -159,8 +159,8 @@ fn a_finish_names_the_agencies_still_missing() {
     for agency in [2, 1, 3] {
         let (mut stream, _, _) = session(server.port, agency);
         assert_eq!(
-            exchange(&mut stream, &finish_message(agency, 0)),
-            Wire::FinishAck(agency)
+            exchange(&mut stream, &finish_of(agency, &[])),
+            Wire::FinishAck(agency, no_bets())
         );
     }
     server.wait_for_log("agencia: 3 | total_agencias_finalizadas: 3 | de: 5 | faltan: 4,5");

@@ -237,9 +237,14 @@ fn a_row_cut_short_by_a_crash_is_cut_off_and_the_round_goes_on() {
         exchange(&mut stream, &batch_of(1, 1, &["11".into()], 1)),
         Wire::BetsAck(1)
     );
+    // The digest covers the recovered row, read back as the bytes it was sent as.
+    let bets = [
+        bet_bytes(b"Ana", b"Gil", b"10", b"2000-01-01", 7574),
+        good_bet("11", 1),
+    ];
     assert_eq!(
-        exchange(&mut stream, &finish_message(1, 2)),
-        Wire::FinishAck(1)
+        exchange(&mut stream, &finish_of(1, &bets)),
+        Wire::FinishAck(1, digest_of(&bets))
     );
     assert_eq!(fetch_winners(server.port, 1), vec!["10".to_string()]);
 }
@@ -350,9 +355,10 @@ fn a_draw_that_failed_for_want_of_descriptors_succeeds_on_a_later_try() {
     // No descriptor left: the draw cannot open its reader.
     let normal = prlimit(pid, Resource::Nofile, open_files_limit(server.pid(), open))
         .expect("lower the server's descriptor limit");
+    let bets = [good_bet("5", 7574)];
     assert_eq!(
-        exchange(&mut stream, &finish_message(1, 1)),
-        Wire::FinishAck(1)
+        exchange(&mut stream, &finish_of(1, &bets)),
+        Wire::FinishAck(1, digest_of(&bets))
     );
     server.wait_for_log("action: sorteo | result: fail");
     let detail = expect_error(

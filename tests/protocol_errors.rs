@@ -1,4 +1,4 @@
-//! Every protocol error and every rule of protocol version 2, one test each,
+//! Every protocol error and every rule of protocol version 3, one test each,
 //! against the server in-process: the documented code, a detail for a person,
 //! the connection closed or still usable as PROTOCOL.md says, and nothing of a
 //! refused message stored.
@@ -135,7 +135,7 @@ closing_case!(
 closing_case!(
     finish_before_hello_is_unauthorized,
     false,
-    finish_message(1, 0),
+    finish_of(1, &[]),
     code::UNAUTHORIZED
 );
 closing_case!(
@@ -159,9 +159,60 @@ closing_case!(
 closing_case!(
     a_finish_naming_another_agency_is_unauthorized,
     true,
-    finish_message(2, 0),
+    finish_of(2, &[]),
     code::UNAUTHORIZED
 );
+closing_case!(
+    a_second_hello_of_another_version_is_unauthorized_not_a_version_error,
+    true,
+    hello_of_version(2, 1, ANY_TOKEN),
+    code::UNAUTHORIZED
+);
+
+/// A version-2 HELLO: id, u32 agency, str16 token (no version).
+fn version_2_hello(agency: u32, token: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 9];
+    out.extend_from_slice(&agency.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(token.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(token);
+    out
+}
+
+#[test]
+fn a_version_2_hello_gets_unsupported_version_and_is_closed() {
+    let detail = refused_and_closed(
+        false,
+        &version_2_hello(1, ANY_TOKEN),
+        code::UNSUPPORTED_VERSION,
+    );
+    assert!(
+        detail.contains("version 0") && detail.contains("version 3"),
+        "both versions: {detail}"
+    );
+    assert!(detail.contains("version-2 client"), "{detail}");
+    assert!(detail.contains("update the agency client"), "{detail}");
+}
+
+#[test]
+fn a_hello_of_another_version_is_refused_from_its_first_four_bytes() {
+    let server = TestServer::start(1, &[]);
+    for version in [2u16, 4, 0xFFFF] {
+        // Only the id and the version: the answer may not wait for the rest.
+        let mut stream = connect(server.port);
+        let partial = &hello_of_version(version, 1, ANY_TOKEN)[..4];
+        let detail = expect_error(exchange(&mut stream, partial), code::UNSUPPORTED_VERSION);
+        assert!(
+            detail.contains(&format!("version {version}")) && detail.contains("version 3"),
+            "{detail}"
+        );
+        assert_closed(&mut stream);
+    }
+    // Before any other check of it: a version-4 HELLO declaring a huge token.
+    let mut stream = connect(server.port);
+    let huge = [0, 9, 0, 4, 0, 0, 0, 1, 0xFF, 0xFF];
+    expect_error(exchange(&mut stream, &huge), code::UNSUPPORTED_VERSION);
+    session(server.port, 1);
+}
 closing_case!(
     get_winners_naming_another_agency_is_unauthorized,
     true,
@@ -306,8 +357,8 @@ fn bets_after_finish_are_agency_finished_and_the_connection_stays_open() {
     let server = TestServer::start(2, &[]);
     let (mut stream, _, _) = session(server.port, 1);
     assert_eq!(
-        exchange(&mut stream, &finish_message(1, 0)),
-        Wire::FinishAck(1)
+        exchange(&mut stream, &finish_of(1, &[])),
+        Wire::FinishAck(1, no_bets())
     );
     let detail = expect_error(
         exchange(
@@ -330,8 +381,8 @@ fn a_bad_bet_is_reported_before_a_finished_agency() {
     let server = TestServer::start(2, &[]);
     let (mut stream, _, _) = session(server.port, 1);
     assert_eq!(
-        exchange(&mut stream, &finish_message(1, 0)),
-        Wire::FinishAck(1)
+        exchange(&mut stream, &finish_of(1, &[])),
+        Wire::FinishAck(1, no_bets())
     );
     let both = bets_message(1, 0, 1, &[bet_bytes(b"", b"Gil", b"1", b"2000-01-01", 1)]);
     expect_error(exchange(&mut stream, &both), code::INVALID_BET);
@@ -414,12 +465,14 @@ fn a_finish_with_a_wrong_total_is_count_mismatch_and_does_not_count() {
         exchange(&mut stream, &batch_of(1, 0, &["7".into()], 7574)),
         Wire::BetsAck(1)
     );
+    let bets = [good_bet("7", 7574)];
+    // A wrong total is judged before the digest, whatever the digest.
     let detail = expect_error(
-        exchange(&mut stream, &finish_message(1, 2)),
+        exchange(&mut stream, &finish_message(1, 2, [0; 32])),
         code::COUNT_MISMATCH,
     );
     assert!(
-        detail.contains('2') && detail.contains('1'),
+        detail.contains("sent 2 bets") && detail.contains("but 1 of its bets"),
         "both numbers: {detail}"
     );
     // Not counted: the draw (one agency) has not happened.
@@ -431,10 +484,50 @@ fn a_finish_with_a_wrong_total_is_count_mismatch_and_does_not_count() {
     assert_eq!((stored, status), (1, 0));
     // The right total is recorded, and the draw follows.
     assert_eq!(
-        exchange(&mut stream, &finish_message(1, 1)),
-        Wire::FinishAck(1)
+        exchange(&mut stream, &finish_of(1, &bets)),
+        Wire::FinishAck(1, digest_of(&bets))
     );
     assert_eq!(fetch_winners(server.port, 1), vec!["7".to_string()]);
+}
+
+#[test]
+fn a_finish_with_the_right_total_but_another_digest_is_digest_mismatch_and_records_nothing() {
+    let server = TestServer::start(1, &[("SERVER_DRAW_WAIT_MS", "0")]);
+    let (mut stream, _, _) = session(server.port, 1);
+    let stored = [good_bet("7", 7574), good_bet("8", 1)];
+    assert_eq!(
+        exchange(&mut stream, &bets_message(1, 0, 2, &stored)),
+        Wire::BetsAck(2)
+    );
+    // The agency's file holds other bets than it sent: same count, other content.
+    let other = [good_bet("7", 7574), good_bet("9", 1)];
+    let detail = expect_error(
+        exchange(&mut stream, &finish_of(1, &other)),
+        code::DIGEST_MISMATCH,
+    );
+    let (theirs, ours) = (hex(&digest_of(&other)), hex(&digest_of(&stored)));
+    assert!(
+        detail.contains(&theirs[..8]) && detail.contains(&ours[..8]),
+        "both digests' first 8 hex digits: {detail}"
+    );
+    // Nothing recorded: still sending, no draw; the connection stays open.
+    assert_eq!(
+        exchange(&mut stream, &get_winners_message(1)),
+        Wire::NoWinners
+    );
+    let (_, stored_count, status) = session(server.port, 1);
+    assert_eq!((stored_count, status), (2, 0));
+    assert_eq!(
+        exchange(&mut stream, &finish_of(1, &stored)),
+        Wire::FinishAck(1, digest_of(&stored))
+    );
+    assert_eq!(fetch_winners(server.port, 1), vec!["7".to_string()]);
+    // A repeated FINISH that differs from the record gets the same refusal.
+    let (mut again, _, _) = session(server.port, 1);
+    expect_error(
+        exchange(&mut again, &finish_of(1, &other)),
+        code::DIGEST_MISMATCH,
+    );
 }
 
 #[test]
@@ -443,23 +536,33 @@ fn welcome_reports_the_stored_bets_and_where_the_round_stands() {
     assert_eq!(session(server.port, 1).1, 0);
     let (mut stream, _, _) = session(server.port, 1);
     let documents: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+    let bets = good_bets(&documents, 1);
     assert_eq!(
-        exchange(&mut stream, &batch_of(1, 0, &documents, 1)),
-        Wire::BetsAck(4)
+        exchange(&mut stream, &batch_of(1, 0, &documents[..1], 1)),
+        Wire::BetsAck(1)
     );
-    assert_eq!(session(server.port, 1).1, 4);
     assert_eq!(
-        exchange(&mut stream, &finish_message(1, 4)),
-        Wire::FinishAck(1)
+        exchange(&mut stream, &batch_of(1, 1, &documents[1..], 1)),
+        Wire::BetsAck(3)
     );
-    let (_, stored, status) = session(server.port, 1);
-    assert_eq!((stored, status), (4, 1), "finished, not drawn");
+    let welcome = |agency| exchange(&mut connect(server.port), &hello_message(agency, ANY_TOKEN));
+    // The digest of the stored bets, whatever batches carried them.
+    assert_eq!(welcome(1), Wire::Welcome(4, 0, digest_of(&bets)));
+    assert_eq!(
+        exchange(&mut stream, &finish_of(1, &bets)),
+        Wire::FinishAck(1, digest_of(&bets))
+    );
+    assert_eq!(
+        welcome(1),
+        Wire::Welcome(4, 1, digest_of(&bets)),
+        "finished, not drawn"
+    );
     let (mut other, _, _) = session(server.port, 2);
     assert_eq!(
-        exchange(&mut other, &finish_message(2, 0)),
-        Wire::FinishAck(2)
+        exchange(&mut other, &finish_of(2, &[])),
+        Wire::FinishAck(2, no_bets())
     );
     fetch_winners(server.port, 2);
-    let (_, stored, status) = session(server.port, 1);
-    assert_eq!((stored, status), (4, 2), "drawn");
+    assert_eq!(welcome(1), Wire::Welcome(4, 2, digest_of(&bets)), "drawn");
+    assert_eq!(welcome(2), Wire::Welcome(0, 2, no_bets()));
 }

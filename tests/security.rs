@@ -50,7 +50,7 @@ fn only_an_agencys_own_token_opens_its_session_and_no_token_is_ever_logged() {
     let server = ServerProcess::start(2, &[("SERVER_TOKENS_FILE", &file)]);
     assert!(matches!(
         hello_with(server.port, 1, &tokens[0]).1,
-        Wire::Welcome(0, 0)
+        Wire::Welcome(0, 0, _)
     ));
     for (agency, token) in [
         (1, tokens[1].as_str()),
@@ -87,7 +87,7 @@ fn a_forged_finish_is_refused_and_the_real_agencies_complete() {
         // A FINISH with no session, then one after a HELLO with a guessed token.
         let mut stream = connect(server.port);
         let detail = expect_error(
-            exchange(&mut stream, &finish_message(agency, 0)),
+            exchange(&mut stream, &finish_of(agency, &[])),
             code::UNAUTHORIZED,
         );
         eprintln!("forged FINISH for agency {agency}: UNAUTHORIZED: {detail}");
@@ -383,7 +383,7 @@ fn the_limits_and_the_orderly_stop_hold_inside_tls() {
     let mut tls = tls_connect(server.port, &certs.ca);
     assert!(matches!(
         exchange(&mut tls, &hello_message(1, ANY_TOKEN)),
-        Wire::Welcome(0, 0)
+        Wire::Welcome(0, 0, _)
     ));
     let too_large = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0x1F, 0xF3];
     expect_error(exchange(&mut tls, &too_large), code::TOO_LARGE);

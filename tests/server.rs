@@ -33,13 +33,13 @@ fn welcome_and_no_winners_have_exactly_the_documented_bytes() {
     let server = TestServer::start(2, &[("SERVER_DRAW_WAIT_MS", "0")]);
     let mut stream = connect(server.port);
     stream.write_all(&hello_message(1, ANY_TOKEN)).unwrap();
-    let mut welcome = [0u8; 7];
+    let mut welcome = [0u8; 39];
     stream.read_exact(&mut welcome).unwrap();
-    assert_eq!(
-        welcome,
-        [0x00, 0x0A, 0, 0, 0, 0, 0],
-        "exactly the WELCOME bytes"
-    );
+    // No bets yet: stored 0, status 0, and the digest of nothing (e3b0c442…).
+    let mut expected = vec![0x00, 0x0A, 0, 0, 0, 0, 0];
+    expected.extend_from_slice(&no_bets());
+    assert_eq!(welcome[..], expected[..], "exactly the WELCOME bytes");
+    assert_eq!(&welcome[7..11], &[0xe3, 0xb0, 0xc4, 0x42]);
     stream.write_all(&get_winners_message(1)).unwrap();
     let mut reply = [0u8; 2];
     stream.read_exact(&mut reply).unwrap();
@@ -54,20 +54,18 @@ fn welcome_and_no_winners_have_exactly_the_documented_bytes() {
 fn a_repeated_finish_is_acked_and_does_not_count_toward_the_draw() {
     let server = TestServer::start(2, &[("SERVER_DRAW_WAIT_MS", "0")]);
     let (mut stream, _, _) = session(server.port, 1);
+    let bets = [good_bet("111", 7574)];
     assert_eq!(
-        exchange(
-            &mut stream,
-            &bets_message(1, 0, 1, &[good_bet("111", 7574)])
-        ),
+        exchange(&mut stream, &bets_message(1, 0, 1, &bets)),
         Wire::BetsAck(1)
     );
     assert_eq!(
-        exchange(&mut stream, &finish_message(1, 1)),
-        Wire::FinishAck(1)
+        exchange(&mut stream, &finish_of(1, &bets)),
+        Wire::FinishAck(1, digest_of(&bets))
     );
     assert_eq!(
-        exchange(&mut stream, &finish_message(1, 1)),
-        Wire::FinishAck(1)
+        exchange(&mut stream, &finish_of(1, &bets)),
+        Wire::FinishAck(1, digest_of(&bets))
     );
     assert_eq!(
         exchange(&mut stream, &get_winners_message(1)),
@@ -75,8 +73,8 @@ fn a_repeated_finish_is_acked_and_does_not_count_toward_the_draw() {
     );
     let (mut other, _, _) = session(server.port, 2);
     assert_eq!(
-        exchange(&mut other, &finish_message(2, 0)),
-        Wire::FinishAck(2)
+        exchange(&mut other, &finish_of(2, &[])),
+        Wire::FinishAck(2, no_bets())
     );
     assert_eq!(fetch_winners(server.port, 1), vec!["111".to_string()]);
     assert_eq!(fetch_winners(server.port, 2), Vec::<String>::new());
@@ -90,13 +88,14 @@ fn a_waiting_get_winners_is_woken_by_the_draw() {
     let (mut waiter, _, _) = session(server.port, 1);
     waiter.write_all(&get_winners_message(1)).unwrap();
     let (mut stream, _, _) = session(server.port, 1);
+    let bets = [good_bet("42", 7574)];
     assert_eq!(
-        exchange(&mut stream, &bets_message(1, 0, 1, &[good_bet("42", 7574)])),
+        exchange(&mut stream, &bets_message(1, 0, 1, &bets)),
         Wire::BetsAck(1)
     );
     assert_eq!(
-        exchange(&mut stream, &finish_message(1, 1)),
-        Wire::FinishAck(1)
+        exchange(&mut stream, &finish_of(1, &bets)),
+        Wire::FinishAck(1, digest_of(&bets))
     );
     assert_eq!(read_wire(&mut waiter), Wire::Winners("42".into()));
 }
@@ -107,17 +106,19 @@ fn winner_lists_over_64_kib_arrive_in_parts_of_whole_documents() {
     let server = TestServer::start(1, &[("SERVER_DRAW_WAIT_MS", "3600000")]);
     let (mut stream, _, _) = session(server.port, 1);
     let mut expected = Vec::new();
+    let mut sent = Vec::new();
     for batch in 0..70u32 {
         let documents: Vec<String> = (0..100u32)
             .map(|i| format!("{:010}", batch * 100 + i + 1_000_000_000))
             .collect();
         expected.extend(documents.iter().cloned());
+        sent.extend(good_bets(&documents, 7574));
         let message = batch_of(1, batch * 100, &documents, 7574);
         assert_eq!(exchange(&mut stream, &message), Wire::BetsAck(100));
     }
     assert_eq!(
-        exchange(&mut stream, &finish_message(1, 7000)),
-        Wire::FinishAck(1)
+        exchange(&mut stream, &finish_of(1, &sent)),
+        Wire::FinishAck(1, digest_of(&sent))
     );
     let (mut stream, _, _) = session(server.port, 1);
     stream.write_all(&get_winners_message(1)).unwrap();
@@ -151,10 +152,16 @@ fn a_client_writing_one_byte_at_a_time_gets_the_same_answers() {
         }
         read_wire(&mut stream)
     };
-    assert_eq!(trickle(&hello_message(1, ANY_TOKEN)), Wire::Welcome(0, 0));
-    let batch = bets_message(1, 0, 2, &[good_bet("31", 7574), good_bet("32", 5)]);
-    assert_eq!(trickle(&batch), Wire::BetsAck(2));
-    assert_eq!(trickle(&finish_message(1, 2)), Wire::FinishAck(1));
+    assert_eq!(
+        trickle(&hello_message(1, ANY_TOKEN)),
+        Wire::Welcome(0, 0, no_bets())
+    );
+    let bets = [good_bet("31", 7574), good_bet("32", 5)];
+    assert_eq!(trickle(&bets_message(1, 0, 2, &bets)), Wire::BetsAck(2));
+    assert_eq!(
+        trickle(&finish_of(1, &bets)),
+        Wire::FinishAck(1, digest_of(&bets))
+    );
     assert_eq!(trickle(&get_winners_message(1)), Wire::Winners("31".into()));
     assert_eq!(server.stored_rows().len(), 2);
 }
@@ -253,7 +260,7 @@ fn random_bytes_from_many_connections_never_bring_the_server_down() {
     let hello = hello_message(1, ANY_TOKEN);
     let seeds = [
         [hello.clone(), bets_message(1, 0, 1, &[good_bet("1", 1)])].concat(),
-        [hello.clone(), finish_message(1, 1)].concat(),
+        [hello.clone(), finish_of(1, &[good_bet("1", 1)])].concat(),
         [hello, get_winners_message(1)].concat(),
     ];
     for round in 0..200 {

@@ -7,11 +7,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     lottery::init_logging(LevelFilter::Info);
-    let config = match lottery::start_up("server", ServerConfig::HELP, ServerConfig::from_env) {
-        Ok(config) => config,
-        Err(status) => return status,
-    };
+    let (config, verify) =
+        match lottery::start_up("server", ServerConfig::HELP, ServerConfig::from_env, true) {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     lottery::set_log_level(config.log_level);
+    if verify {
+        return ExitCode::from(lottery::verify_round(&config));
+    }
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {

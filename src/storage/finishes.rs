@@ -2,15 +2,17 @@
 //!
 //! ```text
 //! agencies 5
-//! finished 3 2000
-//! finished 1 1998
+//! finished 3 2000 5d41402abc4b2a76b9719d911017c592ae1e7a3c8f2f0d8e2b6e6a1f0c3e4d5a
+//! finished 1 1998 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 //! ```
 //!
 //! The first line is the round's number of agencies; then one line per agency
-//! whose FINISH is recorded, with its total. A line is appended and flushed to
-//! disk before the FINISH is acknowledged. Reading them back is `recovery`'s job.
+//! whose FINISH is recorded, with its total and the digest of its bets (64 hex
+//! digits). A line is appended and flushed to disk before the FINISH is
+//! acknowledged. Reading them back is `recovery`'s job.
 
 use super::{PRIVATE_FILE_MODE, StorageError, io_error, sync_directory_of};
+use crate::digest::Digest;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -28,9 +30,9 @@ pub(crate) fn header_line(agencies: u32) -> String {
     format!("agencies {agencies}\n")
 }
 
-/// The line that records `agency`'s FINISH with `total` bets.
-pub(crate) fn finish_line(agency: u32, total: u64) -> String {
-    format!("finished {agency} {total}\n")
+/// The line that records `agency`'s FINISH with `total` bets of `digest`.
+pub(crate) fn finish_line(agency: u32, total: u64, digest: &Digest) -> String {
+    format!("finished {agency} {total} {digest}\n")
 }
 
 /// The records file, open for appending.
@@ -76,13 +78,13 @@ impl FinishRecords {
 
     /// Appends `agency`'s FINISH and flushes it to disk. A failed write is cut
     /// back off, so the file ends in whole lines.
-    pub fn append(&mut self, agency: u32, total: u64) -> Result<(), StorageError> {
+    pub fn append(&mut self, agency: u32, total: u64, digest: &Digest) -> Result<(), StorageError> {
         let len = self
             .file
             .metadata()
             .map_err(|e| io_error(&self.path, "inspect", e))?
             .len();
-        let line = finish_line(agency, total);
+        let line = finish_line(agency, total, digest);
         let written = self
             .file
             .write_all(line.as_bytes())

@@ -1,13 +1,20 @@
 //! Reading back a round already under way: the bets file and its FINISH records.
 //!
-//! Every stored row must read back whole, for an agency of the round. A last
-//! row without its line end is a write cut short by a crash, never
-//! acknowledged: it is cut off. Any other bad row stops the start and leaves
-//! the files as they are. The FINISH records must be for the same number of
-//! agencies, and each finished agency's total must be its rows in the file.
+//! The bets file is flushed to disk first: rows a killed server wrote but never
+//! flushed are made durable before any of them counts as stored. Every stored
+//! row must then read back whole, for an agency of the round; each agency's
+//! digest is rebuilt from its rows. A last row without its line end is a write
+//! cut short by a crash, never acknowledged: it is cut off. Any other bad row
+//! stops the start and leaves the files as they are. The FINISH records must be
+//! for the same number of agencies, and each finished agency's total and digest
+//! must be those of its rows, so a round whose rows were changed, added or
+//! removed after its FINISH never starts again. `audit` reads the same files
+//! without changing anything, for `server --verify`.
 
 use super::finishes::{self, FinishRecords};
 use super::{BetRows, StorageError, io_error};
+use crate::digest::{Digest, Hasher};
+use crate::draw;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -17,15 +24,25 @@ use std::path::Path;
 /// any stored row (two quoted names of 255 bytes and the rest).
 const MAX_TORN_ROW_LEN: u64 = 4096;
 
+/// One agency's rows in the bets file.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AgencyRows {
+    pub count: u64,
+    /// The digest of its rows so far (their wire encoding, in file order).
+    pub hash: Hasher,
+    /// Its rows that win the draw.
+    pub winners: u64,
+}
+
 /// What a round's files held when the server started.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Recovered {
     /// Rows in the bets file.
     pub bets: u64,
     /// Rows of each agency.
-    pub per_agency: HashMap<u32, u64>,
-    /// Each finished agency's total.
-    pub finished: HashMap<u32, u64>,
+    pub per_agency: HashMap<u32, AgencyRows>,
+    /// Each finished agency's total and digest.
+    pub finished: HashMap<u32, (u64, Digest)>,
     /// Bytes of a last row cut short, cut off the bets file.
     pub cut_bytes: u64,
     /// The bets file held rows but no FINISH records were beside it: they were
@@ -42,6 +59,29 @@ impl Recovered {
     }
 }
 
+/// One FINISH record as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Its line in the records file.
+    pub line: u64,
+    pub agency: u32,
+    pub total: u64,
+    pub digest: Digest,
+}
+
+/// The records file as read, changing nothing.
+enum RecordsRead {
+    Missing,
+    /// Not even the header line is whole: the file was cut short while created.
+    HeaderTorn,
+    Read {
+        records: Vec<Record>,
+        /// Bytes of whole lines; a last line without its line end lies past them.
+        whole_len: u64,
+        file_len: u64,
+    },
+}
+
 /// Reads back the bets file at `path` (open as `file`, locked) and its FINISH
 /// records, for a round of `agencies` agencies.
 pub(super) fn recover(
@@ -49,12 +89,24 @@ pub(super) fn recover(
     file: &File,
     agencies: u32,
 ) -> Result<(Recovered, FinishRecords), StorageError> {
+    // What a killed server wrote but never flushed is in the page cache only:
+    // flushed now, before a row of it is counted, promised or finished upon.
+    file.sync_all()
+        .map_err(|e| io_error(path, "flush to disk", e))?;
     let meta = file.metadata().map_err(|e| io_error(path, "inspect", e))?;
     let mut recovered = Recovered {
         readable_by_others: meta.permissions().mode() & 0o077 != 0,
         ..Recovered::default()
     };
-    scan_rows(path, file, agencies, &mut recovered)?;
+    let tail = scan_rows(path, file, agencies, &mut recovered)?;
+    if tail > MAX_TORN_ROW_LEN {
+        return Err(StorageError::BadRow {
+            path: path.to_path_buf(),
+            row: recovered.bets + 1,
+            reason: format!("{tail} bytes without a line end: more than a row cut short"),
+        });
+    }
+    recovered.cut_bytes = tail;
     let records = recover_records(path, agencies, &mut recovered)?;
     if recovered.cut_bytes > 0 {
         let len = meta.len() - recovered.cut_bytes;
@@ -65,13 +117,14 @@ pub(super) fn recover(
     Ok((recovered, records))
 }
 
-/// Counts every agency's rows, checking each one.
+/// Counts and hashes every agency's rows, checking each one. Returns how many
+/// bytes follow the last line end.
 fn scan_rows(
     path: &Path,
     file: &File,
     agencies: u32,
     recovered: &mut Recovered,
-) -> Result<(), StorageError> {
+) -> Result<u64, StorageError> {
     let handle = file.try_clone().map_err(|e| io_error(path, "open", e))?;
     let mut rows = BetRows::between(path, handle, 0, u64::MAX);
     let bad_row = |row: u64, reason: String| StorageError::BadRow {
@@ -79,6 +132,7 @@ fn scan_rows(
         row,
         reason,
     };
+    let mut encoded = Vec::with_capacity(1024);
     while let Some(row) = rows.next_row() {
         let row = row?;
         let line = recovered.bets + 1;
@@ -94,18 +148,37 @@ fn scan_rows(
                 ),
             ));
         }
-        *recovered.per_agency.entry(row.agency).or_default() += 1;
+        encoded.clear();
+        row.encode_wire(&mut encoded)
+            .map_err(|reason| bad_row(line, reason.to_string()))?;
+        let agency = recovered.per_agency.entry(row.agency).or_default();
+        agency.count += 1;
+        agency.hash.update(&encoded);
+        agency.winners += u64::from(draw::has_won(&row));
         recovered.bets += 1;
     }
-    let tail = rows.unterminated_tail();
-    if tail > MAX_TORN_ROW_LEN {
-        return Err(bad_row(
-            recovered.bets + 1,
-            format!("{tail} bytes without a line end: more than a row cut short"),
+    Ok(rows.unterminated_tail())
+}
+
+/// Why a FINISH record does not match its agency's rows, or `None` when it does.
+fn mismatch(record: &Record, rows: Option<&AgencyRows>) -> Option<String> {
+    let (stored, digest) = rows.map_or((0, Digest::of_nothing()), |r| (r.count, r.hash.digest()));
+    let agency = record.agency;
+    if record.total != stored {
+        return Some(format!(
+            "agency {agency} finished with {} bets, but the bets file holds {stored} of its \
+             bets: its rows were changed after its FINISH",
+            record.total
         ));
     }
-    recovered.cut_bytes = tail;
-    Ok(())
+    (record.digest != digest).then(|| {
+        format!(
+            "agency {agency} finished with bets of digest {}, but its rows in the bets file \
+             have digest {}: its rows were changed after its FINISH",
+            record.digest.short(),
+            digest.short()
+        )
+    })
 }
 
 /// Reads the FINISH records beside the bets file, or starts them.
@@ -115,36 +188,72 @@ fn recover_records(
     recovered: &mut Recovered,
 ) -> Result<FinishRecords, StorageError> {
     let path = finishes::records_path(bets_file);
-    let text = match std::fs::read(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let (records, whole_len, file_len) = match read_records(&path, agencies)? {
+        RecordsRead::Missing => {
             recovered.records_missing = recovered.bets > 0;
             return FinishRecords::create(&path, agencies);
         }
-        Err(e) => return Err(io_error(&path, "read", e)),
+        RecordsRead::HeaderTorn => {
+            std::fs::remove_file(&path).map_err(|e| io_error(&path, "start again", e))?;
+            return FinishRecords::create(&path, agencies);
+        }
+        RecordsRead::Read {
+            records,
+            whole_len,
+            file_len,
+        } => (records, whole_len, file_len),
     };
-    let bad = |line: u64, reason: String| StorageError::BadRecords {
-        path: path.clone(),
+    for record in &records {
+        if let Some(reason) = mismatch(record, recovered.per_agency.get(&record.agency)) {
+            return Err(bad_records(&path, record.line, reason));
+        }
+        recovered
+            .finished
+            .insert(record.agency, (record.total, record.digest));
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error(&path, "open", e))?;
+    if whole_len < file_len {
+        file.set_len(whole_len)
+            .map_err(|e| io_error(&path, "cut the last, unfinished line off", e))?;
+    }
+    // Like the rows, the records count only once they are on disk.
+    file.sync_all()
+        .map_err(|e| io_error(&path, "flush to disk", e))?;
+    FinishRecords::open(&path)
+}
+
+fn bad_records(path: &Path, line: u64, reason: String) -> StorageError {
+    StorageError::BadRecords {
+        path: path.to_path_buf(),
         line,
         reason,
+    }
+}
+
+/// Reads and parses the FINISH records at `path`, changing nothing: the header
+/// must be for `agencies` agencies, and every whole line a record of an agency
+/// of the round (a last line without its line end was cut short while being
+/// written, never acknowledged, and is left out).
+fn read_records(path: &Path, agencies: u32) -> Result<RecordsRead, StorageError> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RecordsRead::Missing),
+        Err(e) => return Err(io_error(path, "read", e)),
     };
-    // A last line without its line end was cut short while being written: it
-    // was never acknowledged.
     let whole = text
         .iter()
         .rposition(|&b| b == b'\n')
         .map_or(0, |end| end + 1);
-    let text = &text[..whole];
-    if text.is_empty() {
-        // The header itself was cut short: the records start again.
-        std::fs::remove_file(&path).map_err(|e| io_error(&path, "start again", e))?;
-        return FinishRecords::create(&path, agencies);
+    if whole == 0 {
+        return Ok(RecordsRead::HeaderTorn);
     }
-    for (index, line) in text.split(|&b| b == b'\n').enumerate() {
+    let bad = |line: u64, reason: String| bad_records(path, line, reason);
+    let mut records: Vec<Record> = Vec::new();
+    for (index, line) in text[..whole - 1].split(|&b| b == b'\n').enumerate() {
         let number = index as u64 + 1;
-        if line.is_empty() && index > 0 {
-            continue;
-        }
         let line = std::str::from_utf8(line).map_err(|_| bad(number, "not text".into()))?;
         let words: Vec<&str> = line.split(' ').collect();
         match (index, words.as_slice()) {
@@ -164,11 +273,15 @@ fn recover_records(
                 }
             }
             (0, _) => return Err(bad(number, format!("{line:?} is not `agencies N`"))),
-            (_, ["finished", agency, total]) => {
-                let (Ok(agency), Ok(total)) = (agency.parse::<u32>(), total.parse::<u64>()) else {
+            (_, ["finished", agency, total, digest]) => {
+                let (Ok(agency), Ok(total), Some(digest)) = (
+                    agency.parse::<u32>(),
+                    total.parse::<u64>(),
+                    Digest::from_hex(digest),
+                ) else {
                     return Err(bad(
                         number,
-                        format!("{line:?} is not `finished AGENCY TOTAL`"),
+                        format!("{line:?} is not `finished AGENCY TOTAL DIGEST`"),
                     ));
                 };
                 if !(1..=agencies).contains(&agency) {
@@ -177,34 +290,117 @@ fn recover_records(
                         format!("agency {agency} is not one of 1 to {agencies}"),
                     ));
                 }
-                let stored = recovered.per_agency.get(&agency).copied().unwrap_or(0);
-                if total != stored {
+                if let Some(earlier) = records.iter().find(|r| r.agency == agency)
+                    && (earlier.total, earlier.digest) != (total, digest)
+                {
                     return Err(bad(
                         number,
                         format!(
-                            "agency {agency} finished with {total} bets, but the bets file \
-                             holds {stored} of its bets"
+                            "agency {agency} is recorded again with another total or digest \
+                             than on line {}",
+                            earlier.line
                         ),
                     ));
                 }
-                recovered.finished.insert(agency, total);
+                records.push(Record {
+                    line: number,
+                    agency,
+                    total,
+                    digest,
+                });
+            }
+            (_, ["finished", _, _]) => {
+                return Err(bad(
+                    number,
+                    format!(
+                        "{line:?} has no digest: these records are of protocol version 2; \
+                         finish that round with the programs it began with, or start a new \
+                         round with a new SERVER_BETS_FILE"
+                    ),
+                ));
             }
             _ => {
                 return Err(bad(
                     number,
-                    format!("{line:?} is not `finished AGENCY TOTAL`"),
+                    format!("{line:?} is not `finished AGENCY TOTAL DIGEST`"),
                 ));
             }
         }
     }
-    if whole < std::fs::metadata(&path).map_or(0, |m| m.len() as usize) {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| io_error(&path, "open", e))?;
-        file.set_len(whole as u64)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| io_error(&path, "cut the last, unfinished line off", e))?;
+    Ok(RecordsRead::Read {
+        records,
+        whole_len: whole as u64,
+        file_len: text.len() as u64,
+    })
+}
+
+/// One agency of an audited round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditedAgency {
+    pub agency: u32,
+    /// Its rows in the bets file, and their digest.
+    pub bets: u64,
+    pub digest: Digest,
+    pub winners: u64,
+    /// Its FINISH record, if any, and why it does not match the rows, if it does not.
+    pub record: Option<(Record, Option<String>)>,
+}
+
+/// What `audit` found in a round's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    pub agencies: Vec<AuditedAgency>,
+    /// The round's seal, when every agency finished and every record matches.
+    pub seal: Option<Digest>,
+}
+
+impl Audit {
+    /// The first agency whose FINISH record does not match its rows.
+    pub fn tampered(&self) -> Option<&AuditedAgency> {
+        self.agencies
+            .iter()
+            .find(|a| matches!(&a.record, Some((_, Some(_)))))
     }
-    FinishRecords::open(&path)
+}
+
+/// Reads the round of the bets file at `path` for `agencies` agencies without
+/// changing anything and without its lock (a server may hold it): a last row
+/// without its line end is a batch being written, and is left out. An error
+/// when a file cannot be read, a row or record does not parse, or the round's
+/// number of agencies is another.
+pub(crate) fn audit(path: &Path, agencies: u32) -> Result<Audit, StorageError> {
+    let file = super::open_for_reading(path)?;
+    let mut recovered = Recovered::default();
+    scan_rows(path, &file, agencies, &mut recovered)?;
+    let records_path = finishes::records_path(path);
+    let records = match read_records(&records_path, agencies)? {
+        RecordsRead::Read { records, .. } => records,
+        RecordsRead::Missing | RecordsRead::HeaderTorn => Vec::new(),
+    };
+    let mut audited = Vec::new();
+    for agency in 1..=agencies {
+        let rows = recovered.per_agency.get(&agency);
+        let record = records.iter().find(|r| r.agency == agency).map(|record| {
+            let reason = mismatch(record, rows);
+            (record.clone(), reason)
+        });
+        audited.push(AuditedAgency {
+            agency,
+            bets: rows.map_or(0, |r| r.count),
+            digest: rows.map_or_else(Digest::of_nothing, |r| r.hash.digest()),
+            winners: rows.map_or(0, |r| r.winners),
+            record,
+        });
+    }
+    let sealed = audited
+        .iter()
+        .map(|a| match &a.record {
+            Some((record, None)) => Some((a.agency, u32::try_from(record.total).ok()?, a.digest)),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>();
+    Ok(Audit {
+        agencies: audited,
+        seal: sealed.map(crate::digest::seal),
+    })
 }

@@ -51,6 +51,22 @@ impl<'a> StoredRow<'a> {
         Ok(())
     }
 
+    /// Appends the bet's wire encoding, as inside a BETS body (names unquoted,
+    /// the number as its value): the bytes its agency's digest is made of.
+    pub fn encode_wire(&self, out: &mut Vec<u8>) -> Result<(), &'static str> {
+        let (first, rest) = split_field(self.names)?;
+        let (last, rest) = split_field(rest.ok_or("5 columns, expected 6")?)?;
+        if rest.is_some() {
+            return Err("more than 6 columns");
+        }
+        put_unquoted(out, first)?;
+        put_unquoted(out, last)?;
+        put_unquoted(out, self.document)?;
+        put_unquoted(out, self.birthdate)?;
+        out.extend_from_slice(&self.number.to_be_bytes());
+        Ok(())
+    }
+
     /// The whole bet, names unquoted (tests compare stored bets with sent ones).
     #[cfg(test)]
     pub fn to_bet(self) -> Result<crate::bet::Bet, &'static str> {
@@ -218,6 +234,29 @@ fn split_field(input: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
     Err("a quoted name is not closed")
 }
 
+/// Appends a field as `split_field` returns it, as a str16 without its quotes
+/// (a doubled quote inside is one quote).
+fn put_unquoted(out: &mut Vec<u8>, raw: &[u8]) -> Result<(), &'static str> {
+    let at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    match raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) {
+        Some(inner) => {
+            let mut quote = false;
+            for &b in inner {
+                // `split_field` let through only doubled quotes: keep one of each pair.
+                quote = b == b'"' && !quote;
+                if !quote {
+                    out.push(b);
+                }
+            }
+        }
+        None => out.extend_from_slice(raw),
+    }
+    let len = u16::try_from(out.len() - at - 2).map_err(|_| "a field longer than any bet's")?;
+    out[at..at + 2].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
 /// A field as `split_field` returns it, without its quotes.
 #[cfg(test)]
 fn unquote(raw: &[u8]) -> Vec<u8> {
@@ -284,6 +323,11 @@ mod tests {
                 assert_eq!(row.agency, 4_000_000_000);
                 assert_eq!((row.document(), row.number), (&b"30904465"[..], 7574));
                 assert_eq!(row.check_names(), Ok(()));
+                // Read back, the bet hashes as the bytes that were sent.
+                let (mut sent, mut read) = (Vec::new(), Vec::new());
+                crate::protocol::encode_bet(bet.as_ref(), &mut sent).unwrap();
+                row.encode_wire(&mut read).unwrap();
+                assert_eq!(read, sent, "{}", String::from_utf8_lossy(&line));
                 assert_eq!(row.to_bet(), Ok(bet), "{}", String::from_utf8_lossy(&line));
             }
         }

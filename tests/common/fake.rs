@@ -27,9 +27,9 @@ impl Exchange {
         self.stream.read_exact(&mut header).ok()?;
         let id = u16::from_be_bytes([header[0], header[1]]);
         let (fixed, length_at) = match id {
-            0x0009 => (8, Some(6)),
+            0x0009 => (10, Some(8)),
             0x0001 => (14, Some(12)),
-            0x0003 => (10, None),
+            0x0003 => (42, None),
             0x0005 => (6, None),
             _ => return None,
         };
@@ -116,10 +116,11 @@ impl Drop for FakeServer {
     }
 }
 
-pub fn welcome(stored: u32, status: u8) -> Vec<u8> {
+pub fn welcome(stored: u32, status: u8, digest: super::wire::Digest) -> Vec<u8> {
     let mut out = vec![0, 0x0A];
     out.extend_from_slice(&stored.to_be_bytes());
     out.push(status);
+    out.extend_from_slice(&digest);
     out
 }
 
@@ -129,9 +130,10 @@ pub fn bets_ack(count: u16) -> Vec<u8> {
     out
 }
 
-pub fn finish_ack(agency: u32) -> Vec<u8> {
+pub fn finish_ack(agency: u32, digest: super::wire::Digest) -> Vec<u8> {
     let mut out = vec![0, 4];
     out.extend_from_slice(&agency.to_be_bytes());
+    out.extend_from_slice(&digest);
     out
 }
 

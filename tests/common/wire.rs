@@ -19,6 +19,31 @@ pub mod code {
     pub const UNAUTHORIZED: u16 = 10;
     pub const OUT_OF_ORDER: u16 = 11;
     pub const COUNT_MISMATCH: u16 = 12;
+    pub const DIGEST_MISMATCH: u16 = 13;
+    pub const UNSUPPORTED_VERSION: u16 = 14;
+}
+
+/// The protocol version HELLO carries.
+pub const VERSION: u16 = 3;
+
+/// A SHA-256 digest as the wire carries it.
+pub type Digest = [u8; 32];
+
+/// The digest of an agency's bets, as PROTOCOL.md defines it: SHA-256 over
+/// their wire bytes, concatenated in bet-number order.
+pub fn digest_of(bets: &[Vec<u8>]) -> Digest {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bets.concat());
+    digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// The digest of no bets.
+pub fn no_bets() -> Digest {
+    digest_of(&[])
+}
+
+/// 64 lowercase hex digits, as the logs and records show a digest.
+pub fn hex(digest: &Digest) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The token the tests' HELLO carries when the server needs none.
@@ -65,9 +90,15 @@ pub fn good_bet(document: &str, number: u16) -> Vec<u8> {
     )
 }
 
-/// A HELLO for `agency` with `token`.
+/// A HELLO of this protocol version for `agency` with `token`.
 pub fn hello_message(agency: u32, token: &[u8]) -> Vec<u8> {
+    hello_of_version(VERSION, agency, token)
+}
+
+/// A HELLO that says it is of protocol `version`.
+pub fn hello_of_version(version: u16, agency: u32, token: &[u8]) -> Vec<u8> {
     let mut out = vec![0, 9];
+    out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&agency.to_be_bytes());
     str16(&mut out, token);
     out
@@ -86,18 +117,30 @@ pub fn bets_message(agency: u32, first: u32, count: u16, bets: &[Vec<u8>]) -> Ve
     out
 }
 
+/// One good bet per document, all playing `number`.
+pub fn good_bets(documents: &[String], number: u16) -> Vec<Vec<u8>> {
+    documents.iter().map(|d| good_bet(d, number)).collect()
+}
+
 /// A BETS message numbered from `first` of one good bet per document, all
 /// playing `number`.
 pub fn batch_of(agency: u32, first: u32, documents: &[String], number: u16) -> Vec<u8> {
-    let bets: Vec<Vec<u8>> = documents.iter().map(|d| good_bet(d, number)).collect();
+    let bets = good_bets(documents, number);
     bets_message(agency, first, u16::try_from(bets.len()).unwrap(), &bets)
 }
 
-pub fn finish_message(agency: u32, total: u32) -> Vec<u8> {
+/// A FINISH of `total` bets whose digest is `digest`.
+pub fn finish_message(agency: u32, total: u32, digest: Digest) -> Vec<u8> {
     let mut out = vec![0, 3];
     out.extend_from_slice(&agency.to_be_bytes());
     out.extend_from_slice(&total.to_be_bytes());
+    out.extend_from_slice(&digest);
     out
+}
+
+/// A FINISH of exactly `bets`: their count and digest.
+pub fn finish_of(agency: u32, bets: &[Vec<u8>]) -> Vec<u8> {
+    finish_message(agency, u32::try_from(bets.len()).unwrap(), digest_of(bets))
 }
 
 pub fn get_winners_message(agency: u32) -> Vec<u8> {
@@ -109,10 +152,11 @@ pub fn get_winners_message(agency: u32) -> Vec<u8> {
 /// A reply as read off the wire.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Wire {
-    /// WELCOME: stored, status.
-    Welcome(u32, u8),
+    /// WELCOME: stored, status, digest.
+    Welcome(u32, u8, Digest),
     BetsAck(u16),
-    FinishAck(u32),
+    /// FINISH_ACK: agency, digest (the receipt).
+    FinishAck(u32, Digest),
     NoWinners,
     Winners(String),
     WinnersPart(String),
@@ -152,21 +196,23 @@ pub fn read_wire(stream: &mut impl Read) -> Wire {
     };
     match u16::from_be_bytes(id) {
         0x0A => {
-            let mut b = [0u8; 5];
+            let mut b = [0u8; 37];
             assert!(
                 read_exact_or_closed(stream, &mut b),
                 "closed inside a reply"
             );
-            Wire::Welcome(u32::from_be_bytes([b[0], b[1], b[2], b[3]]), b[4])
+            let digest = b[5..].try_into().unwrap();
+            Wire::Welcome(u32::from_be_bytes([b[0], b[1], b[2], b[3]]), b[4], digest)
         }
         2 => Wire::BetsAck(u16_field(stream)),
         4 => {
-            let mut b = [0u8; 4];
+            let mut b = [0u8; 36];
             assert!(
                 read_exact_or_closed(stream, &mut b),
                 "closed inside a reply"
             );
-            Wire::FinishAck(u32::from_be_bytes(b))
+            let digest = b[4..].try_into().unwrap();
+            Wire::FinishAck(u32::from_be_bytes([b[0], b[1], b[2], b[3]]), digest)
         }
         6 => Wire::NoWinners,
         kind @ (7 | 8 | 0xFF) => {
@@ -193,7 +239,7 @@ pub fn read_wire(stream: &mut impl Read) -> Wire {
 pub fn session(port: u16, agency: u32) -> (TcpStream, u32, u8) {
     let mut stream = connect(port);
     match exchange(&mut stream, &hello_message(agency, ANY_TOKEN)) {
-        Wire::Welcome(stored, status) => (stream, stored, status),
+        Wire::Welcome(stored, status, _) => (stream, stored, status),
         other => panic!("expected WELCOME for agency {agency}, got {other:?}"),
     }
 }
