@@ -266,6 +266,8 @@ Configuration (environment variables, each optional):
   SERVER_BETS_FILE        CSV file for the bets: a new file starts a new round, an
                           existing one continues its round      [default: ./bets.csv]
   LOGGING_LEVEL           OFF, ERROR, WARN, INFO, DEBUG, TRACE  [default: INFO]
+  LOG_PREFIX              text that starts every log line (printable ASCII,
+                          at most 32 characters)               [default: none]
   SERVER_DRAW_WAIT_MS     how long GET_WINNERS waits for the draw before NO_WINNERS [default: 1000]
   SERVER_IDLE_TIMEOUT_MS  close a connection idle this long    [default: 30000]
   SERVER_MAX_CONNECTIONS  connections served at once; more get ERROR BUSY
@@ -451,6 +453,8 @@ Configuration (environment variables):
   CLI_RETRY_INTERVAL_MS   pause between winners queries and connection attempts [default: 100]
   CLI_TIMEOUT_S           give up after this long without progress [default: 300]
   CLI_LOG_LEVEL           OFF, ERROR, WARN, INFO, DEBUG, TRACE  [default: INFO]
+  LOG_PREFIX              text that starts every log line (printable ASCII,
+                          at most 32 characters)               [default: none]
   CLI_TOKEN               the agency's token (the server's SERVER_TOKENS_FILE line) [default: none]
   CLI_TLS_CA              PEM CA (or the server's self-signed certificate); set, the
                           client speaks TLS and verifies the server [default: unset]

@@ -4,6 +4,11 @@
 //! on standard error; the message part is written at each call site as a plain
 //! format string, so `grep` finds it in the code and in the logs alike.
 //!
+//! `LOG_PREFIX`, when set, starts every line (`make run` names each program's
+//! lines with it). Each line goes out in one write, so programs that share one
+//! terminal or one log file appended to interleave whole lines, in the order
+//! they were written: the order of the events.
+//!
 //! The timestamp is UTC with milliseconds (`2026-11-29T08:20:21.908Z`), written
 //! here: the date library env_logger would use for it was the largest part of
 //! a clean build. `stamp_ms` reads it back, for whoever times the programs by
@@ -15,16 +20,39 @@ use std::fmt;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Longest `LOG_PREFIX` kept.
+const MAX_PREFIX_LEN: usize = 32;
+
+/// The line prefix `LOG_PREFIX` asks for: printable ASCII of at most
+/// `MAX_PREFIX_LEN` bytes, so it can never forge a line or reach the terminal
+/// raw; `Err` with the reason for anything else.
+fn line_prefix(value: Option<std::ffi::OsString>) -> Result<String, &'static str> {
+    let Some(value) = value else {
+        return Ok(String::new());
+    };
+    match value.into_string() {
+        Ok(text)
+            if text.len() <= MAX_PREFIX_LEN && text.bytes().all(|b| (b' '..=b'~').contains(&b)) =>
+        {
+            Ok(text)
+        }
+        _ => Err("LOG_PREFIX must be at most 32 printable ASCII characters; it was ignored"),
+    }
+}
+
 /// Starts logging at `level`; `set_level` changes it later (a program logs its
 /// configuration errors before it knows the level it is configured for). Call
 /// it once per process.
 pub fn init(level: LevelFilter) {
+    let prefix = line_prefix(std::env::var_os("LOG_PREFIX"));
+    let shown = prefix.clone().unwrap_or_default();
     env_logger::Builder::new()
         .filter_level(LevelFilter::Trace)
-        .format(|buf, record| {
+        // env_logger formats the whole line, then writes it with one call.
+        .format(move |buf, record| {
             writeln!(
                 buf,
-                "{} {:<5} {}",
+                "{shown}{} {:<5} {}",
                 UtcMillis::of(SystemTime::now()),
                 record.level(),
                 record.args()
@@ -32,6 +60,9 @@ pub fn init(level: LevelFilter) {
         })
         .init();
     set_level(level);
+    if let Err(reason) = prefix {
+        log::warn!("action: config | result: in_progress | detail: {reason}");
+    }
 }
 
 /// Logs only lines at `level` or more severe from now on.
@@ -115,6 +146,18 @@ impl fmt::Display for UtcMillis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_prefix_is_short_printable_ascii_or_ignored() {
+        assert_eq!(line_prefix(None), Ok(String::new()));
+        assert_eq!(
+            line_prefix(Some("client3 | ".into())),
+            Ok("client3 | ".to_string())
+        );
+        for bad in ["a\nb", "\x1b[31m", "ñ", &"x".repeat(33)] {
+            assert!(line_prefix(Some(bad.into())).is_err(), "{bad:?}");
+        }
+    }
     use std::time::Duration;
 
     fn shown(ms: u64) -> String {
