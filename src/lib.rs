@@ -14,11 +14,11 @@
 //! |---|---|
 //! | `transport`, `tls` | the stream (TCP with a read deadline, or rustls over it); the PEM settings |
 //! | `connection`, `buffer` | whole messages over a bounded buffer, the idle deadline; the one read buffer |
-//! | `protocol` | message ids, layouts, error codes, pure encode/decode |
+//! | `protocol`, `digest` | message ids, layouts, error codes, pure encode/decode; SHA-256 digests and the seal |
 //! | `server`, `limits`, `auth` | accept loop and orderly stop; slots, shares and log rates; tokens and loopback-only |
 //! | `handler` | one connection: the session rules, the requests, the outbox that keeps answers in order |
 //! | `bet`, `calendar`, `text`, `fastpath` | a bet's rules and `ValidBet`; dates; names and log escaping; the name fast path |
-//! | `storage` | the round's files: appends with group commit, per-agency numbering, recovery, FINISH records |
+//! | `storage`, `verify` | the round's files: appends with group commit, per-agency numbering and digests, recovery, FINISH records; the read-only audit |
 //! | `draw`, `lottery` | the winners, read in two halves; the shared state and the draw barrier |
 //! | `agency_file`, `batching`, `retry`, `client` | the agency: its CSV in bounded memory, batches and acks, pauses, the run |
 //! | `config`, `shutdown`, `logging`, `locks` | settings; the stop request and signals; the log line; poison-tolerant locks |
