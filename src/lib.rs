@@ -28,41 +28,24 @@
 //! helpers.
 #![forbid(unsafe_code)]
 
-mod agency_file;
-mod auth;
-mod batching;
+mod app;
 mod bet;
-mod buffer;
-mod calendar;
 mod client;
-mod config;
-mod connection;
-mod digest;
-mod draw;
-mod fastpath;
-mod handler;
-mod limits;
 mod locks;
-mod logging;
-mod lottery;
-mod protocol;
-mod retry;
+mod net;
 mod server;
-mod shutdown;
 mod storage;
 mod text;
-mod tls;
-mod transport;
-mod verify;
+mod wire;
 
-pub use auth::TokensError;
-pub use calendar::is_leap_year;
+pub use app::logging::{init as init_logging, set_level as set_log_level, stamp_ms};
+pub use app::settings::{ClientConfig, ConfigError, Lookup, START_FAILED, ServerConfig, start_up};
+pub use app::shutdown::{Shutdown, on_signal};
+pub use bet::calendar::is_leap_year;
 pub use client::{Agency, ClientError, Summary};
-pub use config::{ClientConfig, ConfigError, Lookup, START_FAILED, ServerConfig, start_up};
-pub use logging::{init as init_logging, set_level as set_log_level, stamp_ms};
-pub use protocol::ErrorCode;
+pub use net::tls::TlsError;
+pub use server::auth::TokensError;
+pub use server::verify::verify_round;
 pub use server::{Server, ServerError};
-pub use shutdown::{Shutdown, on_signal};
 pub use storage::StorageError;
-pub use tls::TlsError;
-pub use verify::verify_round;
+pub use wire::ErrorCode;

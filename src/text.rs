@@ -16,7 +16,7 @@ pub(crate) enum NameProblem {
 
 /// Checks a name's characters: UTF-8, no control character, at least one letter.
 pub(crate) fn check_name(bytes: &[u8]) -> Result<(), NameProblem> {
-    crate::fastpath::check_name(bytes).unwrap_or_else(|| check_name_plain(bytes))
+    crate::bet::fastpath::check_name(bytes).unwrap_or_else(|| check_name_plain(bytes))
 }
 
 /// `check_name` for any text, character by character.

@@ -12,7 +12,7 @@
 //! acknowledged. Reading them back is `recovery`'s job.
 
 use super::{PRIVATE_FILE_MODE, StorageError, io_error, sync_directory_of};
-use crate::digest::Digest;
+use crate::wire::digest::Digest;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

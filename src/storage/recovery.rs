@@ -13,8 +13,8 @@
 
 use super::finishes::{self, FinishRecords};
 use super::{BetRows, StorageError, io_error};
-use crate::digest::{Digest, Hasher};
-use crate::draw;
+use crate::server::draw;
+use crate::wire::digest::{Digest, Hasher};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -401,6 +401,6 @@ pub(crate) fn audit(path: &Path, agencies: u32) -> Result<Audit, StorageError> {
         .collect::<Option<Vec<_>>>();
     Ok(Audit {
         agencies: audited,
-        seal: sealed.map(crate::digest::seal),
+        seal: sealed.map(crate::wire::digest::seal),
     })
 }

@@ -325,7 +325,7 @@ mod tests {
                 assert_eq!(row.check_names(), Ok(()));
                 // Read back, the bet hashes as the bytes that were sent.
                 let (mut sent, mut read) = (Vec::new(), Vec::new());
-                crate::protocol::encode_bet(bet.as_ref(), &mut sent).unwrap();
+                crate::wire::encode_bet(bet.as_ref(), &mut sent).unwrap();
                 row.encode_wire(&mut read).unwrap();
                 assert_eq!(read, sent, "{}", String::from_utf8_lossy(&line));
                 assert_eq!(row.to_bet(), Ok(bet), "{}", String::from_utf8_lossy(&line));

@@ -5,7 +5,7 @@
 //! few calls on them and they are tested here byte for byte.
 
 use crate::bet::ValidBet;
-use crate::protocol::{self, ProtocolError};
+use crate::wire::{self, ProtocolError};
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -34,7 +34,7 @@ impl Batcher {
     pub fn new(max_count: usize, first: u64) -> Batcher {
         Batcher {
             max_count: max_count.clamp(1, usize::from(u16::MAX)),
-            body: Vec::with_capacity(protocol::MAX_BETS_BODY_LEN),
+            body: Vec::with_capacity(wire::MAX_BETS_BODY_LEN),
             count: 0,
             next: first,
             encoded: Vec::with_capacity(1024),
@@ -46,15 +46,15 @@ impl Batcher {
     /// message is an error and is not added.
     pub fn push(&mut self, bet: &ValidBet<'_>) -> Result<Option<Batch>, ProtocolError> {
         self.encoded.clear();
-        protocol::encode_bet(**bet, &mut self.encoded)?;
-        if self.encoded.len() > protocol::MAX_BETS_BODY_LEN {
+        wire::encode_bet(**bet, &mut self.encoded)?;
+        if self.encoded.len() > wire::MAX_BETS_BODY_LEN {
             return Err(ProtocolError::TooLarge {
                 len: self.encoded.len(),
-                limit: protocol::MAX_BETS_BODY_LEN,
+                limit: wire::MAX_BETS_BODY_LEN,
             });
         }
         let full = self.count == self.max_count
-            || self.body.len() + self.encoded.len() > protocol::MAX_BETS_BODY_LEN;
+            || self.body.len() + self.encoded.len() > wire::MAX_BETS_BODY_LEN;
         let done = if self.count > 0 && full {
             self.take()
         } else {
@@ -74,10 +74,7 @@ impl Batcher {
         let batch = Batch {
             first: self.next,
             count,
-            body: std::mem::replace(
-                &mut self.body,
-                Vec::with_capacity(protocol::MAX_BETS_BODY_LEN),
-            ),
+            body: std::mem::replace(&mut self.body, Vec::with_capacity(wire::MAX_BETS_BODY_LEN)),
         };
         self.next += u64::from(count);
         self.count = 0;
@@ -181,7 +178,7 @@ mod tests {
         let shape: Vec<(u64, u16)> = batches.iter().map(|b| (b.first, b.count)).collect();
         assert_eq!(shape, [(10, 3), (13, 3), (16, 1)]);
         let mut one = Vec::new();
-        protocol::encode_bet(*bets[6].valid(), &mut one).unwrap();
+        wire::encode_bet(*bets[6].valid(), &mut one).unwrap();
         assert_eq!(batches[2].body, one);
         assert_eq!(batcher.take(), None);
     }
@@ -201,7 +198,7 @@ mod tests {
         assert!(
             batches
                 .iter()
-                .all(|b| b.body.len() <= protocol::MAX_BETS_BODY_LEN)
+                .all(|b| b.body.len() <= wire::MAX_BETS_BODY_LEN)
         );
         assert_eq!(batches.iter().map(|b| u64::from(b.count)).sum::<u64>(), 100);
     }

@@ -7,8 +7,11 @@
 //! so "no control character (and so no line end) in a stored name" is a fact of
 //! the type, not a convention of its callers. Both programs call the same rules.
 
-use crate::calendar::{self, Date};
+pub(crate) mod calendar;
+pub(crate) mod fastpath;
+
 use crate::text::{self, NameProblem};
+use calendar::Date;
 use std::fmt;
 use std::ops::Deref;
 

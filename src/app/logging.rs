@@ -14,7 +14,7 @@
 //! a clean build. `stamp_ms` reads it back, for whoever times the programs by
 //! their logs (the tests and the bench).
 
-use crate::calendar::Date;
+use crate::bet::calendar::Date;
 use log::LevelFilter;
 use std::fmt;
 use std::io::Write;

@@ -22,21 +22,25 @@
 //! this agency: the client sends nothing more and stops. FINISH carries the
 //! digest of all its bets, and FINISH_ACK must return it: the agency's receipt.
 
-use crate::agency_file::AgencyFile;
-use crate::batching::{AckWindow, Batch, Batcher};
+pub(crate) mod agency_file;
+pub(crate) mod batching;
+pub(crate) mod retry;
+
+use crate::app::settings::{ClientConfig, START_FAILED};
+use crate::app::shutdown::Shutdown;
 use crate::bet::BetRef;
-use crate::calendar::Date;
-use crate::config::{ClientConfig, START_FAILED};
-use crate::connection::{self, Connection, ConnectionError};
-use crate::digest::{Digest, Hasher};
+use crate::bet::calendar::Date;
+use crate::client::agency_file::AgencyFile;
+use crate::client::batching::{AckWindow, Batch, Batcher};
 use crate::locks::lock;
-use crate::protocol::{self, AgencyStatus, ErrorCode, ProtocolError, Reply, Request};
-use crate::retry::{self, Backoff, WaitReport};
-use crate::shutdown::Shutdown;
+use crate::net::connection::{self, Connection, ConnectionError};
+use crate::net::tls::{self, TlsError};
+use crate::net::transport::{Socket, Stream};
 use crate::text;
-use crate::tls::{self, TlsError};
-use crate::transport::{Socket, Stream};
+use crate::wire::digest::{Digest, Hasher};
+use crate::wire::{self, AgencyStatus, ErrorCode, ProtocolError, Reply, Request};
 use log::{debug, error, info, warn};
+use retry::{Backoff, WaitReport};
 use rustls::pki_types::ServerName;
 use std::fmt;
 use std::io;
@@ -717,7 +721,7 @@ impl Agency {
         let hello = Request::Hello {
             agency: self.config.id,
             token: self.config.token.clone().into_bytes(),
-            version: protocol::PROTOCOL_VERSION,
+            version: wire::PROTOCOL_VERSION,
         };
         self.send(conn, &hello, DURING)?;
         match self.read_reply(conn, until, DURING)? {
@@ -780,7 +784,7 @@ impl Agency {
                         if !sending {
                             // Skipped, or only counted: hashed here, not in a batch.
                             encoded.clear();
-                            match protocol::encode_bet(*bet, &mut encoded) {
+                            match wire::encode_bet(*bet, &mut encoded) {
                                 Ok(()) => hasher.update(&encoded),
                                 Err(e) => {
                                     // Validated bets always fit; were one not to, it is skipped.
@@ -884,12 +888,11 @@ impl Agency {
             during: "packing a batch",
             reply: "over 4,294,967,295 bets: more than the protocol numbers".to_string(),
         })?;
-        let message =
-            protocol::encode_bets_message(self.config.id, first, batch.count, &batch.body)
-                .map_err(|e| ClientError::UnexpectedReply {
-                    during: "packing a batch",
-                    reply: e.to_string(),
-                })?;
+        let message = wire::encode_bets_message(self.config.id, first, batch.count, &batch.body)
+            .map_err(|e| ClientError::UnexpectedReply {
+                during: "packing a batch",
+                reply: e.to_string(),
+            })?;
         self.queue(conn, &message);
         debug!(
             "action: apuesta_enviada | result: in_progress | primera: {} | cantidad: {}",

@@ -16,17 +16,24 @@
 //! the draw waiters, joins every handler thread and flushes the bets file,
 //! logging each step.
 
-use crate::auth::{Access, Tokens, TokensError};
-use crate::config::{START_FAILED, ServerConfig};
-use crate::connection::{self, Connection};
-use crate::handler::{Context, Handler};
-use crate::limits::{LogLimiter, Refusal, Registration, Registry, suppressed_note};
-use crate::lottery::Lottery;
-use crate::protocol::{ErrorCode, Reply};
-use crate::shutdown::Shutdown;
+pub(crate) mod auth;
+pub(crate) mod draw;
+pub(crate) mod handler;
+pub(crate) mod limits;
+pub(crate) mod lottery;
+pub(crate) mod verify;
+
+use crate::app::settings::{START_FAILED, ServerConfig};
+use crate::app::shutdown::Shutdown;
+use crate::net::connection::{self, Connection};
+use crate::net::tls::{self, TlsError};
+use crate::net::transport::{Socket, Stream};
+use crate::server::auth::{Access, Tokens, TokensError};
+use crate::server::handler::{Context, Handler};
+use crate::server::limits::{LogLimiter, Refusal, Registration, Registry, suppressed_note};
+use crate::server::lottery::Lottery;
 use crate::storage::{BetStore, Recovered, StorageError};
-use crate::tls::{self, TlsError};
-use crate::transport::{Socket, Stream};
+use crate::wire::{ErrorCode, Reply};
 use log::{error, info, warn};
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 use std::fmt;

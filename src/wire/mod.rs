@@ -6,11 +6,13 @@
 //! input, whatever its length. Integers are big-endian; a `str16` is a u16 byte
 //! length followed by that many bytes of UTF-8.
 
+pub(crate) mod digest;
+
 #[cfg(test)]
 use crate::bet::Bet;
 use crate::bet::BetRef;
-use crate::digest::{DIGEST_LEN, Digest};
 use crate::text::truncate_utf8;
+use crate::wire::digest::{DIGEST_LEN, Digest};
 use std::fmt;
 
 /// No message may be longer than this, id and lengths included (WINNERS and

@@ -36,9 +36,9 @@ pub(crate) use recovery::{Audit, Recovered, audit};
 pub(crate) use rows::StoredRow;
 
 use crate::bet::ValidBet;
-use crate::buffer::{ReadBuffer, Refill};
-use crate::digest::{self, Digest, Hasher};
 use crate::locks::{lock, wait_while};
+use crate::net::buffer::{ReadBuffer, Refill};
+use crate::wire::digest::{self, Digest, Hasher};
 use finishes::FinishRecords;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -888,7 +888,7 @@ mod tests {
     fn body_of(bets: &[Bet]) -> Vec<u8> {
         let mut body = Vec::new();
         for bet in bets {
-            crate::protocol::encode_bet(bet.as_ref(), &mut body).unwrap();
+            crate::wire::encode_bet(bet.as_ref(), &mut body).unwrap();
         }
         body
     }
@@ -1058,7 +1058,7 @@ mod tests {
         );
         assert_eq!(
             bets_file.seal(),
-            Some(crate::digest::seal([
+            Some(crate::wire::digest::seal([
                 (1, 3, digest),
                 (2, 0, Digest::of_nothing())
             ]))

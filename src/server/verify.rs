@@ -5,7 +5,7 @@
 //! prints, for each agency, its stored bets, their digest, whether it finished
 //! (and whether its record matches its rows) and its winners, then the seal.
 
-use crate::config::{START_FAILED, ServerConfig};
+use crate::app::settings::{START_FAILED, ServerConfig};
 use crate::storage::{self, Audit};
 use crate::text;
 use log::error;

@@ -13,7 +13,7 @@
 //! several means a quote was left open, and the user is told where.
 
 use crate::bet::{AGENCY_CSV_COLUMNS, AgencyRow};
-use crate::buffer::{ReadBuffer, Refill};
+use crate::net::buffer::{ReadBuffer, Refill};
 use csv_core::{ReadRecordResult, Reader};
 use std::fmt;
 use std::fs::File;

@@ -8,16 +8,16 @@
 //! that arrive together are made durable by one shared `fsync` (see `storage`),
 //! and a client with several batches in flight pays for one disk flush, not one per batch.
 
-use crate::auth::Access;
+use crate::app::shutdown::Shutdown;
+use crate::bet::calendar::Date;
 use crate::bet::{BetRef, ValidBet};
-use crate::calendar::Date;
-use crate::connection::{Connection, ConnectionError, Fill};
-use crate::digest::Digest;
-use crate::limits::{LogLimiter, Registry, suppressed_note};
-use crate::lottery::{Lottery, WinnersAnswer};
-use crate::protocol::{self, AgencyStatus, BetBatch, ErrorCode, ProtocolError, Reply, Request};
-use crate::shutdown::Shutdown;
+use crate::net::connection::{Connection, ConnectionError, Fill};
+use crate::server::auth::Access;
+use crate::server::limits::{LogLimiter, Registry, suppressed_note};
+use crate::server::lottery::{Lottery, WinnersAnswer};
 use crate::storage::{Append, Appended, BetStore, Finish, StorageError};
+use crate::wire::digest::Digest;
+use crate::wire::{self, AgencyStatus, BetBatch, ErrorCode, ProtocolError, Reply, Request};
 use log::{debug, error, info, log_enabled, warn};
 use std::collections::VecDeque;
 use std::io;
@@ -654,7 +654,7 @@ impl Handler {
         match answer {
             WinnersAnswer::Drawn(winners) => {
                 let list = winners.of(agency);
-                for reply in protocol::winners_replies(&list.documents) {
+                for reply in wire::winners_replies(&list.documents) {
                     self.outbox.reply(reply);
                 }
                 info!(

@@ -10,9 +10,9 @@
 //! says how many bytes were lost. The idle deadline counts from the last complete
 //! message, so a peer that trickles bytes forever is still cut off.
 
-use crate::buffer::{ReadBuffer, Refill};
-use crate::protocol::{self, ProtocolError, Reply, Request};
-use crate::transport::Stream;
+use crate::net::buffer::{ReadBuffer, Refill};
+use crate::net::transport::Stream;
+use crate::wire::{self, ProtocolError, Reply, Request};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 /// Read buffer of a server-side connection: room for eight largest messages, so
 /// an agency's pipelined batches come in with few reads (each system call is
 /// dear on a virtual machine), at 64 KiB per connection.
-pub(crate) const SERVER_READ_BUFFER_LEN: usize = 8 * protocol::MAX_MESSAGE_LEN;
+pub(crate) const SERVER_READ_BUFFER_LEN: usize = 8 * wire::MAX_MESSAGE_LEN;
 /// Read buffer of a client-side connection: one largest reply (a full WINNERS).
-pub(crate) const CLIENT_READ_BUFFER_LEN: usize = protocol::MAX_REPLY_LEN;
+pub(crate) const CLIENT_READ_BUFFER_LEN: usize = wire::MAX_REPLY_LEN;
 
 /// Why a connection could not deliver a message.
 #[derive(Debug)]
@@ -151,7 +151,7 @@ impl Connection {
     /// Decodes the next message already in the buffer, without touching the socket.
     fn next_buffered<T>(
         &mut self,
-        decode: fn(&[u8]) -> protocol::Decoded<T>,
+        decode: fn(&[u8]) -> wire::Decoded<T>,
     ) -> Result<Option<T>, ProtocolError> {
         match decode(self.incoming.unread())? {
             Some((message, used)) => {
@@ -171,14 +171,14 @@ impl Connection {
         before_hello: bool,
     ) -> Result<Option<Request>, ProtocolError> {
         match before_hello {
-            true => self.next_buffered(protocol::decode_first_request),
-            false => self.next_buffered(protocol::decode_request),
+            true => self.next_buffered(wire::decode_first_request),
+            false => self.next_buffered(wire::decode_request),
         }
     }
 
     /// The next reply already buffered, if a whole one is.
     pub fn next_buffered_reply(&mut self) -> Result<Option<Reply>, ProtocolError> {
-        self.next_buffered(protocol::decode_reply)
+        self.next_buffered(wire::decode_reply)
     }
 
     /// When the idle deadline passes: the idle timeout after the last complete
@@ -245,7 +245,7 @@ impl Connection {
     /// `Ok(None)` when the server closed the stream between messages.
     pub fn read_reply(&mut self, until: Instant) -> Result<Option<Reply>, ConnectionError> {
         loop {
-            if let Some(reply) = self.next_buffered(protocol::decode_reply)? {
+            if let Some(reply) = self.next_buffered(wire::decode_reply)? {
                 return Ok(Some(reply));
             }
             if self.fill(Some(until))? == Fill::Closed {
