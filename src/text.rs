@@ -1,35 +1,7 @@
-//! Text rules shared by both programs: a name a person can read, text from
-//! outside made safe to log, and cutting text on a character boundary.
+//! Text from outside, made safe for both programs: escaped before it is logged,
+//! and cut on a character boundary.
 
 use std::fmt::Write;
-
-/// What is wrong with a name's text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum NameProblem {
-    NotUtf8,
-    /// A control character (Unicode category Cc: tab, newline, NUL, ...).
-    Control,
-    /// No letter (`char::is_alphabetic`): blank, or made only of invisible,
-    /// punctuation or digit characters.
-    NoLetter,
-}
-
-/// Checks a name's characters: UTF-8, no control character, at least one letter.
-pub(crate) fn check_name(bytes: &[u8]) -> Result<(), NameProblem> {
-    crate::bet::fastpath::check_name(bytes).unwrap_or_else(|| check_name_plain(bytes))
-}
-
-/// `check_name` for any text, character by character.
-pub(crate) fn check_name_plain(bytes: &[u8]) -> Result<(), NameProblem> {
-    let text = std::str::from_utf8(bytes).map_err(|_| NameProblem::NotUtf8)?;
-    if text.chars().any(char::is_control) {
-        return Err(NameProblem::Control);
-    }
-    if !text.chars().any(char::is_alphabetic) {
-        return Err(NameProblem::NoLetter);
-    }
-    Ok(())
-}
 
 /// Whether `c` must not reach a log as it is: a control character (a line end,
 /// the start of a terminal escape sequence), a character that changes how the
@@ -79,56 +51,6 @@ pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_refuse_bad_utf8_control_characters_and_names_without_a_letter() {
-        assert_eq!(check_name(b"\xc3"), Err(NameProblem::NotUtf8));
-        assert_eq!(check_name(b"ab\xc3\x28"), Err(NameProblem::NotUtf8));
-        assert_eq!(check_name(b"Ana\tMar"), Err(NameProblem::Control));
-        assert_eq!(
-            check_name("Pérez\u{85}".as_bytes()),
-            Err(NameProblem::Control)
-        );
-        for blank in [
-            "   ",
-            " \u{3000}\u{a0}",
-            "\u{200B}",
-            "\u{FEFF}",
-            "\u{00AD}",
-            "\u{2800}",
-            "123",
-            "-- '.",
-            "×÷",
-        ] {
-            assert_eq!(
-                check_name(blank.as_bytes()),
-                Err(NameProblem::NoLetter),
-                "{blank:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn real_names_of_every_script_are_accepted() {
-        for name in [
-            "José María Ñandú",
-            "O'Connor",
-            "Jean-Luc",
-            "D'Alessandro-Pérez",
-            "Zoë",
-            "Øyvind",
-            "Łukasz",
-            "Ἀλέξανδρος",
-            "Владимир",
-            "李小龍",
-            "محمد",
-            "אברהם",
-            "Nguyễn",
-            "ʻOkina",
-        ] {
-            assert_eq!(check_name(name.as_bytes()), Ok(()), "{name}");
-        }
-    }
 
     #[test]
     fn text_from_outside_is_escaped_before_it_is_logged() {

@@ -87,7 +87,7 @@ fn killing_the_server_again_and_again_during_an_ingest_loses_and_duplicates_noth
     let started = Instant::now();
     let mut server = ServerProcess::start_in(AGENCIES, &env, dir.path(), &bets_file);
     let clients = spawn_clients(AGENCIES, &format!("127.0.0.1:{port}"), data.path());
-    let mut next = xorshift(0x5EED_0FC0_FFEE);
+    let mut next = seeded(0x5EED_0FC0_FFEE);
     let mut rows_at_kills = Vec::new();
     for _ in 0..KILLS {
         std::thread::sleep(Duration::from_millis(20 + next() % 150));

@@ -22,7 +22,7 @@ fn tokens_file(dir: &Path, agencies: u32) -> (PathBuf, Vec<String>) {
         .map(|a| {
             format!(
                 "secret-token-of-agency-{a}-{:x}",
-                xorshift(u64::from(a) * 7919)()
+                seeded(u64::from(a) * 7919)()
             )
         })
         .collect();

@@ -256,7 +256,7 @@ fn fifty_agencies_at_once_store_every_row_whole_and_get_their_winners() {
 fn random_bytes_from_many_connections_never_bring_the_server_down() {
     // Agency 777 is one the random bytes will not plausibly finish.
     let mut server = TestServer::start(1000, &[("SERVER_IDLE_TIMEOUT_MS", "300")]);
-    let mut next = xorshift(0xDEAD_BEEF_CAFE_F00D);
+    let mut next = seeded(0xDEAD_BEEF_CAFE_F00D);
     let hello = hello_message(1, ANY_TOKEN);
     let seeds = [
         [hello.clone(), bets_message(1, 0, 1, &[good_bet("1", 1)])].concat(),

@@ -5,6 +5,7 @@
 //! it got and what it accepts. Reading goes through a lookup function so tests can
 //! pass their own environment. An empty variable counts as unset.
 
+use crate::wire::MAX_TOKEN_LEN;
 use log::{LevelFilter, error};
 use std::ffi::OsString;
 use std::fmt;
@@ -561,7 +562,7 @@ SIGTERM stopped it before the winners arrived (run it again to go on).";
     }
 }
 
-/// `CLI_TOKEN`: printable ASCII without spaces, at most 255 bytes. Its value is
+/// `CLI_TOKEN`: printable ASCII without spaces, at most `MAX_TOKEN_LEN` bytes. Its value is
 /// never shown, not even in the error.
 fn read_token(env: Lookup<'_>) -> Result<Option<String>, ConfigError> {
     let invalid = ConfigError::InvalidSecret {
@@ -575,7 +576,7 @@ fn read_token(env: Lookup<'_>) -> Result<Option<String>, ConfigError> {
     if text.is_empty() {
         return Ok(None);
     }
-    if text.len() > 255 || !text.bytes().all(|b| (0x21..=0x7E).contains(&b)) {
+    if text.len() > MAX_TOKEN_LEN || !text.bytes().all(|b| (0x21..=0x7E).contains(&b)) {
         return Err(invalid);
     }
     Ok(Some(text))

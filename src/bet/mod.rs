@@ -8,10 +8,11 @@
 //! the type, not a convention of its callers. Both programs call the same rules.
 
 pub(crate) mod calendar;
-pub(crate) mod fastpath;
+pub(crate) mod names;
 
-use crate::text::{self, NameProblem};
+use crate::text;
 use calendar::Date;
+use names::NameProblem;
 use std::fmt;
 use std::ops::Deref;
 
@@ -25,6 +26,13 @@ pub(crate) const MAX_NUMBER: u16 = 9999;
 pub(crate) const MIN_BIRTH_YEAR: u32 = 1900;
 /// Columns of an agency CSV row: first_name, last_name, document, birthdate, number.
 pub(crate) const AGENCY_CSV_COLUMNS: usize = 5;
+/// The number that wins the draw.
+pub(crate) const WINNING_NUMBER: u16 = 7574;
+
+/// Whether a bet on `number` wins the draw.
+pub(crate) fn has_won(number: u16) -> bool {
+    number == WINNING_NUMBER
+}
 
 /// A bet whose text fields are borrowed bytes, not yet checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +165,7 @@ fn validate_name(field: &'static str, name: &[u8]) -> Result<(), BetError> {
             len: name.len(),
         });
     }
-    text::check_name(name).map_err(|problem| match problem {
+    names::check_name(name).map_err(|problem| match problem {
         NameProblem::NotUtf8 => BetError::NotUtf8 { field },
         NameProblem::Control => BetError::ControlCharacter { field },
         NameProblem::NoLetter => BetError::NoLetter { field },

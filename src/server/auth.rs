@@ -5,6 +5,7 @@
 //! token but serves only peers on loopback addresses, as Redis's protected mode
 //! does: nothing is exposed to the network by default.
 
+use crate::wire::MAX_TOKEN_LEN;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -14,8 +15,6 @@ use subtle::ConstantTimeEq;
 
 /// Shortest token: enough that guessing it is hopeless.
 pub(crate) const MIN_TOKEN_LEN: usize = 16;
-/// Longest token (HELLO's limit).
-pub(crate) const MAX_TOKEN_LEN: usize = 255;
 /// A tokens file longer than this is not one (a line per agency is ~270 bytes).
 const MAX_TOKENS_FILE_LEN: u64 = 512 << 20;
 

@@ -5,21 +5,14 @@
 //! they were stored. A large file is read by two threads, one half each, and
 //! their lists joined in file order, because the draw waits on parsing rows.
 
-use crate::storage::{self, BetRows, StorageError, StoredRow};
+use crate::bet::has_won;
+use crate::storage::{self, BetRows, StorageError};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
-/// The number that wins the draw.
-pub(crate) const WINNING_NUMBER: u16 = 7574;
-
 /// Files smaller than this are read by one thread.
 const PARALLEL_DRAW_MIN_BYTES: u64 = 4 << 20;
-
-/// Whether a stored bet wins the draw.
-pub(crate) fn has_won(row: &StoredRow) -> bool {
-    row.number == WINNING_NUMBER
-}
 
 /// Each agency's winning documents, in the order the bets were stored. A list is
 /// kept as WINNERS carries it, comma-separated in one `String`: about ten bytes
@@ -138,7 +131,7 @@ fn winners_between(mut rows: BetRows) -> Result<Winners, StorageError> {
     while let Some(row) = rows.next_row() {
         let row = row?;
         winners.bets += 1;
-        if has_won(&row) {
+        if has_won(row.number) {
             winners.add(row.agency, row.document());
         }
     }

@@ -13,7 +13,7 @@
 
 use super::finishes::{self, FinishRecords};
 use super::{BetRows, StorageError, io_error};
-use crate::server::draw;
+use crate::bet;
 use crate::wire::digest::{Digest, Hasher};
 use std::collections::HashMap;
 use std::fs::File;
@@ -154,7 +154,7 @@ fn scan_rows(
         let agency = recovered.per_agency.entry(row.agency).or_default();
         agency.count += 1;
         agency.hash.update(&encoded);
-        agency.winners += u64::from(draw::has_won(&row));
+        agency.winners += u64::from(bet::has_won(row.number));
         recovered.bets += 1;
     }
     Ok(rows.unterminated_tail())

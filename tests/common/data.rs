@@ -34,21 +34,18 @@ pub fn expected_from_csv(path: &Path) -> (usize, Vec<String>) {
     (rows.len(), winners)
 }
 
-/// A seeded xorshift generator: repeatable random data without a dependency.
-pub fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-    move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    }
+/// The tests' one seeded generator (fastrand's): repeatable random data, the
+/// next `u64` at each call.
+pub fn seeded(seed: u64) -> impl FnMut() -> u64 {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    move || rng.u64(..)
 }
 
 /// Writes `agencies` agency CSV files of `bets_each` rows into `dir` (CRLF, no
 /// header) from a fixed-seed generator; every document is unique. Returns each
 /// agency's winning documents in file order.
 pub fn write_agency_files(dir: &Path, agencies: u32, bets_each: usize) -> Vec<Vec<String>> {
-    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+    let mut next = seeded(0x2545_F491_4F6C_DD1D);
     (1..=agencies)
         .map(|agency| {
             let mut text = String::with_capacity(bets_each * 48);

@@ -2,7 +2,7 @@
 //! and the server until a random number of them has crossed, then closes both
 //! sides, in whichever direction the budget ran out.
 
-use super::xorshift;
+use super::seeded;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +26,7 @@ impl CuttingProxy {
         let addr = listener.local_addr().expect("the proxy's address");
         let stop = Arc::new(AtomicBool::new(false));
         let cuts = Arc::new(AtomicU64::new(0));
-        let random = Arc::new(Mutex::new(xorshift(seed)));
+        let random = Arc::new(Mutex::new(seeded(seed)));
         let (stopping, cut_count) = (Arc::clone(&stop), Arc::clone(&cuts));
         let thread = std::thread::spawn(move || {
             for client in listener.incoming() {

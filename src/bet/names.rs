@@ -1,0 +1,179 @@
+//! A name's character rules: UTF-8, no control character, at least one letter,
+//! so a name is never blank or invisible.
+//!
+//! `check_name_plain` is the rule, character by character. `check_name_fast`
+//! stands beside it for names of ASCII and Latin-1 characters (most names,
+//! "Nicolás Ñandú"), checked in one pass over the bytes instead of through the
+//! UTF-8 decoder and `char` methods; it answers `None` for any other name, which
+//! the plain rule checks. A seeded differential test keeps the two in agreement.
+
+/// What is wrong with a name's text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NameProblem {
+    NotUtf8,
+    /// A control character (Unicode category Cc: tab, newline, NUL, ...).
+    Control,
+    /// No letter (`char::is_alphabetic`): blank, or made only of invisible,
+    /// punctuation or digit characters.
+    NoLetter,
+}
+
+/// Checks a name's characters: UTF-8, no control character, at least one letter.
+pub(crate) fn check_name(bytes: &[u8]) -> Result<(), NameProblem> {
+    check_name_fast(bytes).unwrap_or_else(|| check_name_plain(bytes))
+}
+
+/// `check_name` for any text, character by character.
+pub(crate) fn check_name_plain(bytes: &[u8]) -> Result<(), NameProblem> {
+    let text = std::str::from_utf8(bytes).map_err(|_| NameProblem::NotUtf8)?;
+    if text.chars().any(char::is_control) {
+        return Err(NameProblem::Control);
+    }
+    if !text.chars().any(char::is_alphabetic) {
+        return Err(NameProblem::NoLetter);
+    }
+    Ok(())
+}
+
+/// Whether `text[at..]` starts with U+00C0..=U+00FF (À to ÿ: accented letters,
+/// `×` and `÷`), encoded as 0xC3 then 0x80..=0xBF: valid UTF-8 on its own, and
+/// neither a control character nor whitespace.
+fn is_latin1_upper_half(text: &[u8], at: usize) -> bool {
+    text.get(at) == Some(&0xC3) && matches!(text.get(at + 1), Some(0x80..=0xBF))
+}
+
+/// Whether the Latin-1 character at `text[at..]` (see `is_latin1_upper_half`)
+/// is a letter: all of them but `×` (0xC3 0x97) and `÷` (0xC3 0xB7).
+fn is_latin1_letter(text: &[u8], at: usize) -> bool {
+    !matches!(text.get(at + 1), Some(0x97 | 0xB7))
+}
+
+/// The name rules (`check_name_plain`) for a name of ASCII and
+/// Latin-1 characters, in one pass over its bytes; `None` for any other name,
+/// which the plain rules check.
+fn check_name_fast(name: &[u8]) -> Option<Result<(), NameProblem>> {
+    let (mut letter, mut control) = (false, false);
+    let mut at = 0;
+    while let Some(&b) = name.get(at) {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' => letter = true,
+            0x20..=0x7E => {}
+            // Not settled yet: bad UTF-8 further on is reported first.
+            0x00..=0x1F | 0x7F => control = true,
+            _ if is_latin1_upper_half(name, at) => {
+                letter |= is_latin1_letter(name, at);
+                at += 1;
+            }
+            _ => return None,
+        }
+        at += 1;
+    }
+    Some(if control {
+        Err(NameProblem::Control)
+    } else if letter {
+        Ok(())
+    } else {
+        Err(NameProblem::NoLetter)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_refuse_bad_utf8_control_characters_and_names_without_a_letter() {
+        assert_eq!(check_name(b"\xc3"), Err(NameProblem::NotUtf8));
+        assert_eq!(check_name(b"ab\xc3\x28"), Err(NameProblem::NotUtf8));
+        assert_eq!(check_name(b"Ana\tMar"), Err(NameProblem::Control));
+        assert_eq!(
+            check_name("Pérez\u{85}".as_bytes()),
+            Err(NameProblem::Control)
+        );
+        for blank in [
+            "   ",
+            " \u{3000}\u{a0}",
+            "\u{200B}",
+            "\u{FEFF}",
+            "\u{00AD}",
+            "\u{2800}",
+            "123",
+            "-- '.",
+            "×÷",
+        ] {
+            assert_eq!(
+                check_name(blank.as_bytes()),
+                Err(NameProblem::NoLetter),
+                "{blank:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn real_names_of_every_script_are_accepted() {
+        for name in [
+            "José María Ñandú",
+            "O'Connor",
+            "Jean-Luc",
+            "D'Alessandro-Pérez",
+            "Zoë",
+            "Øyvind",
+            "Łukasz",
+            "Ἀλέξανδρος",
+            "Владимир",
+            "李小龍",
+            "محمد",
+            "אברהם",
+            "Nguyễn",
+            "ʻOkina",
+        ] {
+            assert_eq!(check_name(name.as_bytes()), Ok(()), "{name}");
+        }
+    }
+
+    /// Seeded random byte strings biased toward what names hold: ASCII letters,
+    /// spaces, control bytes, and pieces of multi-byte characters.
+    fn samples() -> Vec<Vec<u8>> {
+        let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.u64(..);
+        let pieces: [&[u8]; 17] = [
+            b"1",
+            b".",
+            b"\xc3\xb7",
+            b"a",
+            b"Z",
+            b" ",
+            b"'",
+            b"\t",
+            b"\x7f",
+            b"\xc3\xa1",
+            b"\xc3\x97",
+            b"\xc3",
+            b"\xc2\xa0",
+            b"\xe2\x80\x8b",
+            b"\xe6\x97\xa5",
+            b"\xed\xa0\x80",
+            b"\xff",
+        ];
+        (0..20_000)
+            .map(|_| {
+                let len = next() % 12;
+                (0..len)
+                    .flat_map(|_| pieces[(next() % pieces.len() as u64) as usize].to_vec())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_name_check_agrees_with_the_plain_rules_wherever_it_answers() {
+        let mut answered = 0;
+        for bytes in samples() {
+            if let Some(fast) = check_name_fast(&bytes) {
+                answered += 1;
+                assert_eq!(fast, check_name_plain(&bytes), "{bytes:?}");
+            }
+        }
+        assert!(answered > 1000, "the fast path is exercised: {answered}");
+    }
+}

@@ -1,0 +1,306 @@
+//! The messages from an agency to the server: HELLO, BETS, FINISH and
+//! GET_WINNERS, their exact bytes both ways, and the header checks that refuse
+//! a message (too large, an unknown id, another protocol version) before its body.
+
+use super::digest::Digest;
+use super::error::{ProtocolError, malformed};
+use super::fields::{Decoded, Fields, peek_u16, peek_u32, put_str16};
+use super::limits::{
+    BETS_HEADER_LEN, FINISH_LEN, GET_WINNERS_LEN, HELLO_HEADER_LEN, MAX_TOKEN_LEN,
+    MIN_ENCODED_BET_LEN, PROTOCOL_VERSION, id, within_limit,
+};
+#[cfg(test)]
+use crate::bet::Bet;
+use crate::bet::BetRef;
+
+/// A message from an agency to the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Opens a session for `agency`: the first message of every connection.
+    Hello {
+        version: u16,
+        agency: u32,
+        token: Vec<u8>,
+    },
+    /// A batch of bets numbered from `first`, stored all or nothing.
+    Bets {
+        agency: u32,
+        first: u32,
+        batch: BetBatch,
+    },
+    /// The agency has sent all its bets: `total` of them, whose digest is `digest`.
+    Finish {
+        agency: u32,
+        total: u32,
+        digest: Digest,
+    },
+    /// The agency asks for its winners.
+    GetWinners { agency: u32 },
+}
+
+/// The bets of a BETS message, kept as their encoded body (one allocation per
+/// batch, none per bet). Only the decoder and `BetBatch::new` make one, so the
+/// body always holds exactly `count` well-formed bets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BetBatch {
+    count: u16,
+    body: Vec<u8>,
+}
+
+impl BetBatch {
+    /// Encodes `bets` into a batch; an error if they do not fit one message.
+    #[cfg(test)]
+    pub fn new(bets: &[Bet]) -> Result<BetBatch, ProtocolError> {
+        let count = u16::try_from(bets.len())
+            .map_err(|_| malformed(format!("{} bets do not fit a u16 count", bets.len())))?;
+        let mut body = Vec::new();
+        for bet in bets {
+            encode_bet(bet.as_ref(), &mut body)?;
+        }
+        Ok(BetBatch { count, body })
+    }
+
+    /// How many bets the batch holds.
+    pub fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// The batch's wire encoding: its bets, each as the digest hashes it.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The bets, borrowed from the body.
+    pub fn bets(&self) -> impl Iterator<Item = BetRef<'_>> {
+        let mut fields = Fields::new(&self.body);
+        // The body was checked when the batch was made (its text is UTF-8), so
+        // no read fails; were one to, the bets would end there rather than panic.
+        (0..self.count).map_while(move |_| read_bet(&mut fields, false).ok())
+    }
+}
+
+/// Length of the request at the start of `buf`, as soon as its header tells it:
+/// `Ok(None)` while the header is incomplete; an error as soon as the id or the
+/// declared size is wrong, so an oversized message is refused before its body is
+/// read. Size is judged first, then the header's other fields.
+pub(crate) fn request_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+    let Some(message_id) = peek_u16(buf, 0) else {
+        return Ok(None);
+    };
+    match message_id {
+        id::HELLO => {
+            let Some(token_len) = peek_u16(buf, 8) else {
+                return Ok(None);
+            };
+            let len = within_limit(HELLO_HEADER_LEN + usize::from(token_len))?;
+            if usize::from(token_len) > MAX_TOKEN_LEN {
+                return Err(malformed(format!(
+                    "a HELLO token of {token_len} bytes is over the limit of {MAX_TOKEN_LEN}"
+                )));
+            }
+            Ok(Some(len))
+        }
+        id::BETS => {
+            let (Some(count), Some(body_len)) = (peek_u16(buf, 10), peek_u16(buf, 12)) else {
+                return Ok(None);
+            };
+            let len = within_limit(BETS_HEADER_LEN + usize::from(body_len))?;
+            if count == 0 {
+                return Err(malformed("BETS with count 0"));
+            }
+            let first = peek_u32(buf, 6).unwrap_or(0);
+            if first.checked_add(u32::from(count)).is_none() {
+                return Err(malformed(format!(
+                    "BETS numbered from {first} with {count} bets runs past the last bet number"
+                )));
+            }
+            Ok(Some(len))
+        }
+        id::FINISH => Ok(Some(FINISH_LEN)),
+        id::GET_WINNERS => Ok(Some(GET_WINNERS_LEN)),
+        other => Err(ProtocolError::UnknownMessage { id: other }),
+    }
+}
+
+/// On a connection without a HELLO yet: a HELLO of another version is refused
+/// as soon as its version's two bytes are in, before any other check of it
+/// (an old client's HELLO has another layout, so nothing else of it can be read).
+pub(crate) fn check_hello_version(buf: &[u8]) -> Result<(), ProtocolError> {
+    match (peek_u16(buf, 0), peek_u16(buf, 2)) {
+        (Some(id::HELLO), Some(version)) if version != PROTOCOL_VERSION => {
+            Err(ProtocolError::UnsupportedVersion { version })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Decodes the first request of a connection (see `check_hello_version`).
+pub(crate) fn decode_first_request(buf: &[u8]) -> Decoded<Request> {
+    check_hello_version(buf)?;
+    decode_request(buf)
+}
+
+/// Decodes the request at the start of `buf`: `Ok(None)` if more bytes are
+/// needed, else the request and how many bytes it used.
+pub(crate) fn decode_request(buf: &[u8]) -> Decoded<Request> {
+    let Some(len) = request_len(buf)? else {
+        return Ok(None);
+    };
+    if buf.len() < len {
+        return Ok(None);
+    }
+    let mut fields = Fields::new(&buf[..len]);
+    let message_id = fields.u16("message id")?;
+    if message_id == id::HELLO {
+        let version = fields.u16("version")?;
+        let agency = fields.u32("agency")?;
+        let token = fields.str16("token")?.as_bytes().to_vec();
+        let hello = Request::Hello {
+            version,
+            agency,
+            token,
+        };
+        return Ok(Some((hello, len)));
+    }
+    let agency = fields.u32("agency")?;
+    let request = match message_id {
+        id::BETS => {
+            let first = fields.u32("first")?;
+            let count = fields.u16("count")?;
+            let _body_len = fields.u16("body_len")?;
+            Request::Bets {
+                agency,
+                first,
+                batch: decode_bets(&mut fields, count)?,
+            }
+        }
+        id::FINISH => Request::Finish {
+            agency,
+            total: fields.u32("total")?,
+            digest: fields.digest("digest")?,
+        },
+        _ => Request::GetWinners { agency },
+    };
+    Ok(Some((request, len)))
+}
+
+fn decode_bets(body: &mut Fields<'_>, count: u16) -> Result<BetBatch, ProtocolError> {
+    let start = body.pos;
+    let bets = usize::from(count);
+    if bets * MIN_ENCODED_BET_LEN > body.remaining() {
+        return Err(malformed(format!(
+            "count {bets} bets cannot fit in a body of {} bytes",
+            body.remaining()
+        )));
+    }
+    for _ in 0..bets {
+        read_bet(body, true)?;
+    }
+    if body.remaining() != 0 {
+        return Err(malformed(format!(
+            "{} trailing bytes after {bets} bets",
+            body.remaining()
+        )));
+    }
+    Ok(BetBatch {
+        count,
+        body: body.bytes[start..].to_vec(),
+    })
+}
+
+/// Reads one bet; `check_text` (UTF-8) is off only for a `BetBatch`'s own body,
+/// which was checked when the batch was decoded.
+fn read_bet<'a>(body: &mut Fields<'a>, check_text: bool) -> Result<BetRef<'a>, ProtocolError> {
+    Ok(BetRef {
+        first_name: body.text16("first_name", check_text)?,
+        last_name: body.text16("last_name", check_text)?,
+        document: body.text16("document", check_text)?,
+        birthdate: body.text16("birthdate", check_text)?,
+        number: body.u16("number")?,
+    })
+}
+
+/// Appends one bet's wire form to a BETS body.
+pub(crate) fn encode_bet(bet: BetRef<'_>, body: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    put_str16(body, bet.first_name, "first_name")?;
+    put_str16(body, bet.last_name, "last_name")?;
+    put_str16(body, bet.document, "document")?;
+    put_str16(body, bet.birthdate, "birthdate")?;
+    body.extend_from_slice(&bet.number.to_be_bytes());
+    Ok(())
+}
+
+/// Wraps an already encoded body of `count` bets, numbered from `first`, into
+/// a whole BETS message.
+pub(crate) fn encode_bets_message(
+    agency: u32,
+    first: u32,
+    count: u16,
+    body: &[u8],
+) -> Result<Vec<u8>, ProtocolError> {
+    let len = within_limit(BETS_HEADER_LEN + body.len())?;
+    let body_len = u16::try_from(body.len()).map_err(|_| malformed("body too long"))?;
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&id::BETS.to_be_bytes());
+    out.extend_from_slice(&agency.to_be_bytes());
+    out.extend_from_slice(&first.to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&body_len.to_be_bytes());
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+impl Request {
+    /// The agency the request speaks for.
+    pub fn agency(&self) -> u32 {
+        match self {
+            Request::Hello { agency, .. }
+            | Request::Bets { agency, .. }
+            | Request::Finish { agency, .. }
+            | Request::GetWinners { agency } => *agency,
+        }
+    }
+
+    /// The request's bytes; an error if it breaks a size limit.
+    pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
+        let mut out = Vec::with_capacity(16);
+        match self {
+            Request::Hello {
+                version,
+                agency,
+                token,
+            } => {
+                if token.len() > MAX_TOKEN_LEN {
+                    return Err(ProtocolError::TooLarge {
+                        len: token.len(),
+                        limit: MAX_TOKEN_LEN,
+                    });
+                }
+                out.extend_from_slice(&id::HELLO.to_be_bytes());
+                out.extend_from_slice(&version.to_be_bytes());
+                out.extend_from_slice(&agency.to_be_bytes());
+                put_str16(&mut out, token, "token")?;
+            }
+            Request::Bets {
+                agency,
+                first,
+                batch,
+            } => return encode_bets_message(*agency, *first, batch.count, &batch.body),
+            Request::Finish {
+                agency,
+                total,
+                digest,
+            } => {
+                out.extend_from_slice(&id::FINISH.to_be_bytes());
+                out.extend_from_slice(&agency.to_be_bytes());
+                out.extend_from_slice(&total.to_be_bytes());
+                out.extend_from_slice(&digest.0);
+            }
+            Request::GetWinners { agency } => {
+                out.extend_from_slice(&id::GET_WINNERS.to_be_bytes());
+                out.extend_from_slice(&agency.to_be_bytes());
+            }
+        }
+        Ok(out)
+    }
+}
