@@ -31,7 +31,7 @@
 mod app;
 mod bet;
 mod client;
-mod locks;
+mod files;
 mod net;
 mod server;
 mod storage;

@@ -7,7 +7,7 @@
 //! (an `accept`, a read), so whoever blocks registers a waker with `on_trigger`,
 //! and `trigger` runs them all: it is not a socket timeout's job.
 
-use crate::locks::lock;
+use crate::app::locks::lock;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 use std::io;

@@ -13,6 +13,7 @@
 //! several means a quote was left open, and the user is told where.
 
 use crate::bet::{AGENCY_CSV_COLUMNS, AgencyRow};
+use crate::files::not_a_file;
 use crate::net::buffer::{ReadBuffer, Refill};
 use csv_core::{ReadRecordResult, Reader};
 use std::fmt;
@@ -143,33 +144,15 @@ impl LineCounter {
     }
 }
 
-/// What a path is, for the message when it is not a regular file.
-fn kind_of(file_type: std::fs::FileType) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    if file_type.is_file() {
-        None
-    } else if file_type.is_dir() {
-        Some("directory")
-    } else if file_type.is_fifo() {
-        Some("FIFO (named pipe)")
-    } else if file_type.is_char_device() || file_type.is_block_device() {
-        Some("device")
-    } else if file_type.is_socket() {
-        Some("socket")
-    } else {
-        Some("special file")
-    }
-}
-
 impl AgencyFile {
     /// Opens the agency file; only a regular file is read.
     pub fn open(path: &Path) -> Result<AgencyFile, AgencyFileError> {
         // Looked at before opening: opening a FIFO would wait for a writer.
-        if let Some(kind) = kind_of(std::fs::metadata(path)?.file_type()) {
+        if let Some(kind) = not_a_file(std::fs::metadata(path)?.file_type()) {
             return Err(AgencyFileError::NotAFile { kind });
         }
         let file = File::open(path)?;
-        if let Some(kind) = kind_of(file.metadata()?.file_type()) {
+        if let Some(kind) = not_a_file(file.metadata()?.file_type()) {
             return Err(AgencyFileError::NotAFile { kind });
         }
         Ok(AgencyFile {

@@ -26,13 +26,13 @@ pub(crate) mod agency_file;
 pub(crate) mod batching;
 pub(crate) mod retry;
 
+use crate::app::locks::lock;
 use crate::app::settings::{ClientConfig, START_FAILED};
 use crate::app::shutdown::Shutdown;
 use crate::bet::BetRef;
 use crate::bet::calendar::Date;
 use crate::client::agency_file::AgencyFile;
 use crate::client::batching::{AckWindow, Batch, Batcher};
-use crate::locks::lock;
 use crate::net::connection::{self, Connection, ConnectionError};
 use crate::net::tls::{self, TlsError};
 use crate::net::transport::{Socket, Stream};

@@ -5,11 +5,11 @@
 //! token but serves only peers on loopback addresses, as Redis's protected mode
 //! does: nothing is exposed to the network by default.
 
+use crate::files::{not_a_file, open_to_others};
 use crate::wire::MAX_TOKEN_LEN;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
 
@@ -97,8 +97,8 @@ impl Tokens {
             reason,
         };
         let meta = std::fs::metadata(path).map_err(|e| read_error(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(read_error("not a regular file".into()));
+        if let Some(kind) = not_a_file(meta.file_type()) {
+            return Err(read_error(format!("a {kind}, not a regular file")));
         }
         if meta.len() > MAX_TOKENS_FILE_LEN {
             return Err(read_error(format!(
@@ -119,7 +119,7 @@ impl Tokens {
                 agency,
             });
         }
-        Ok((tokens, meta.permissions().mode() & 0o077 != 0))
+        Ok((tokens, open_to_others(&meta)))
     }
 
     /// The tokens of `text`; the error is a line number and what is wrong there.

@@ -8,7 +8,7 @@
 //! most `MAX_PER_AGENCY` for one agency. `LogLimiter` keeps what one peer's
 //! refused requests write to the log to a few lines a second, counting the rest.
 
-use crate::locks::lock;
+use crate::app::locks::lock;
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};

@@ -13,7 +13,7 @@
 //! before any winners are sent. A draw that failed (say, out of file
 //! descriptors) may be claimed again after a pause: it is never failed for good.
 
-use crate::locks::{lock, wait_timeout_while};
+use crate::app::locks::{lock, wait_timeout_while};
 use crate::server::draw::{self, Winners};
 use crate::storage::{BetStore, StorageError};
 use crate::wire::digest::Digest;

@@ -9,9 +9,12 @@
 //! The first line is the round's number of agencies; then one line per agency
 //! whose FINISH is recorded, with its total and the digest of its bets (64 hex
 //! digits). A line is appended and flushed to disk before the FINISH is
-//! acknowledged. Reading them back is `recovery`'s job.
+//! acknowledged. `read_records` parses them back, changing nothing; what they
+//! must match is `recovery`'s job.
 
-use super::{PRIVATE_FILE_MODE, StorageError, io_error, sync_directory_of};
+use super::error::{StorageError, io_error};
+use super::file::sync_directory_of;
+use crate::files::PRIVATE_FILE_MODE;
 use crate::wire::digest::Digest;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -95,4 +98,136 @@ impl FinishRecords {
         }
         Ok(())
     }
+}
+
+/// One FINISH record as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Its line in the records file.
+    pub line: u64,
+    pub agency: u32,
+    pub total: u64,
+    pub digest: Digest,
+}
+
+/// The records file as read, changing nothing.
+pub(super) enum RecordsRead {
+    Missing,
+    /// Not even the header line is whole: the file was cut short while created.
+    HeaderTorn,
+    Read {
+        records: Vec<Record>,
+        /// Bytes of whole lines; a last line without its line end lies past them.
+        whole_len: u64,
+        file_len: u64,
+    },
+}
+
+pub(super) fn bad_records(path: &Path, line: u64, reason: String) -> StorageError {
+    StorageError::BadRecords {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    }
+}
+
+/// Reads and parses the FINISH records at `path`, changing nothing: the header
+/// must be for `agencies` agencies, and every whole line a record of an agency
+/// of the round (a last line without its line end was cut short while being
+/// written, never acknowledged, and is left out).
+pub(super) fn read_records(path: &Path, agencies: u32) -> Result<RecordsRead, StorageError> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RecordsRead::Missing),
+        Err(e) => return Err(io_error(path, "read", e)),
+    };
+    let whole = text
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |end| end + 1);
+    if whole == 0 {
+        return Ok(RecordsRead::HeaderTorn);
+    }
+    let bad = |line: u64, reason: String| bad_records(path, line, reason);
+    let mut records: Vec<Record> = Vec::new();
+    for (index, line) in text[..whole - 1].split(|&b| b == b'\n').enumerate() {
+        let number = index as u64 + 1;
+        let line = std::str::from_utf8(line).map_err(|_| bad(number, "not text".into()))?;
+        let words: Vec<&str> = line.split(' ').collect();
+        match (index, words.as_slice()) {
+            (0, ["agencies", count]) => {
+                let count: u32 = count
+                    .parse()
+                    .map_err(|_| bad(number, format!("{line:?} is not a number of agencies")))?;
+                if count != agencies {
+                    return Err(bad(
+                        number,
+                        format!(
+                            "the round in these files is for {count} agencies, but \
+                             SERVER_AGENCIES is {agencies}; set SERVER_AGENCIES={count} to go on \
+                             with it, or start a new round with a new SERVER_BETS_FILE"
+                        ),
+                    ));
+                }
+            }
+            (0, _) => return Err(bad(number, format!("{line:?} is not `agencies N`"))),
+            (_, ["finished", agency, total, digest]) => {
+                let (Ok(agency), Ok(total), Some(digest)) = (
+                    agency.parse::<u32>(),
+                    total.parse::<u64>(),
+                    Digest::from_hex(digest),
+                ) else {
+                    return Err(bad(
+                        number,
+                        format!("{line:?} is not `finished AGENCY TOTAL DIGEST`"),
+                    ));
+                };
+                if !(1..=agencies).contains(&agency) {
+                    return Err(bad(
+                        number,
+                        format!("agency {agency} is not one of 1 to {agencies}"),
+                    ));
+                }
+                if let Some(earlier) = records.iter().find(|r| r.agency == agency)
+                    && (earlier.total, earlier.digest) != (total, digest)
+                {
+                    return Err(bad(
+                        number,
+                        format!(
+                            "agency {agency} is recorded again with another total or digest \
+                             than on line {}",
+                            earlier.line
+                        ),
+                    ));
+                }
+                records.push(Record {
+                    line: number,
+                    agency,
+                    total,
+                    digest,
+                });
+            }
+            (_, ["finished", _, _]) => {
+                return Err(bad(
+                    number,
+                    format!(
+                        "{line:?} has no digest: these records are of protocol version 2; \
+                         finish that round with the programs it began with, or start a new \
+                         round with a new SERVER_BETS_FILE"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(bad(
+                    number,
+                    format!("{line:?} is not `finished AGENCY TOTAL DIGEST`"),
+                ));
+            }
+        }
+    }
+    Ok(RecordsRead::Read {
+        records,
+        whole_len: whole as u64,
+        file_len: text.len() as u64,
+    })
 }

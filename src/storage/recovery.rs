@@ -9,15 +9,16 @@
 //! for the same number of agencies, and each finished agency's total and digest
 //! must be those of its rows, so a round whose rows were changed, added or
 //! removed after its FINISH never starts again. `audit` reads the same files
-//! without changing anything, for `server --verify`.
+//! without changing anything.
 
-use super::finishes::{self, FinishRecords};
-use super::{BetRows, StorageError, io_error};
+use super::error::{StorageError, io_error};
+use super::finishes::{self, FinishRecords, Record, RecordsRead, bad_records, read_records};
+use super::reader::BetRows;
 use crate::bet;
+use crate::files::open_to_others;
 use crate::wire::digest::{Digest, Hasher};
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Longest tail without a line end that can be a row cut short: longer than
@@ -59,29 +60,6 @@ impl Recovered {
     }
 }
 
-/// One FINISH record as read back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Record {
-    /// Its line in the records file.
-    pub line: u64,
-    pub agency: u32,
-    pub total: u64,
-    pub digest: Digest,
-}
-
-/// The records file as read, changing nothing.
-enum RecordsRead {
-    Missing,
-    /// Not even the header line is whole: the file was cut short while created.
-    HeaderTorn,
-    Read {
-        records: Vec<Record>,
-        /// Bytes of whole lines; a last line without its line end lies past them.
-        whole_len: u64,
-        file_len: u64,
-    },
-}
-
 /// Reads back the bets file at `path` (open as `file`, locked) and its FINISH
 /// records, for a round of `agencies` agencies.
 pub(super) fn recover(
@@ -95,7 +73,7 @@ pub(super) fn recover(
         .map_err(|e| io_error(path, "flush to disk", e))?;
     let meta = file.metadata().map_err(|e| io_error(path, "inspect", e))?;
     let mut recovered = Recovered {
-        readable_by_others: meta.permissions().mode() & 0o077 != 0,
+        readable_by_others: open_to_others(&meta),
         ..Recovered::default()
     };
     let tail = scan_rows(path, file, agencies, &mut recovered)?;
@@ -119,7 +97,7 @@ pub(super) fn recover(
 
 /// Counts and hashes every agency's rows, checking each one. Returns how many
 /// bytes follow the last line end.
-fn scan_rows(
+pub(super) fn scan_rows(
     path: &Path,
     file: &File,
     agencies: u32,
@@ -161,7 +139,7 @@ fn scan_rows(
 }
 
 /// Why a FINISH record does not match its agency's rows, or `None` when it does.
-fn mismatch(record: &Record, rows: Option<&AgencyRows>) -> Option<String> {
+pub(super) fn mismatch(record: &Record, rows: Option<&AgencyRows>) -> Option<String> {
     let (stored, digest) = rows.map_or((0, Digest::of_nothing()), |r| (r.count, r.hash.digest()));
     let agency = record.agency;
     if record.total != stored {
@@ -223,184 +201,4 @@ fn recover_records(
     file.sync_all()
         .map_err(|e| io_error(&path, "flush to disk", e))?;
     FinishRecords::open(&path)
-}
-
-fn bad_records(path: &Path, line: u64, reason: String) -> StorageError {
-    StorageError::BadRecords {
-        path: path.to_path_buf(),
-        line,
-        reason,
-    }
-}
-
-/// Reads and parses the FINISH records at `path`, changing nothing: the header
-/// must be for `agencies` agencies, and every whole line a record of an agency
-/// of the round (a last line without its line end was cut short while being
-/// written, never acknowledged, and is left out).
-fn read_records(path: &Path, agencies: u32) -> Result<RecordsRead, StorageError> {
-    let text = match std::fs::read(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RecordsRead::Missing),
-        Err(e) => return Err(io_error(path, "read", e)),
-    };
-    let whole = text
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |end| end + 1);
-    if whole == 0 {
-        return Ok(RecordsRead::HeaderTorn);
-    }
-    let bad = |line: u64, reason: String| bad_records(path, line, reason);
-    let mut records: Vec<Record> = Vec::new();
-    for (index, line) in text[..whole - 1].split(|&b| b == b'\n').enumerate() {
-        let number = index as u64 + 1;
-        let line = std::str::from_utf8(line).map_err(|_| bad(number, "not text".into()))?;
-        let words: Vec<&str> = line.split(' ').collect();
-        match (index, words.as_slice()) {
-            (0, ["agencies", count]) => {
-                let count: u32 = count
-                    .parse()
-                    .map_err(|_| bad(number, format!("{line:?} is not a number of agencies")))?;
-                if count != agencies {
-                    return Err(bad(
-                        number,
-                        format!(
-                            "the round in these files is for {count} agencies, but \
-                             SERVER_AGENCIES is {agencies}; set SERVER_AGENCIES={count} to go on \
-                             with it, or start a new round with a new SERVER_BETS_FILE"
-                        ),
-                    ));
-                }
-            }
-            (0, _) => return Err(bad(number, format!("{line:?} is not `agencies N`"))),
-            (_, ["finished", agency, total, digest]) => {
-                let (Ok(agency), Ok(total), Some(digest)) = (
-                    agency.parse::<u32>(),
-                    total.parse::<u64>(),
-                    Digest::from_hex(digest),
-                ) else {
-                    return Err(bad(
-                        number,
-                        format!("{line:?} is not `finished AGENCY TOTAL DIGEST`"),
-                    ));
-                };
-                if !(1..=agencies).contains(&agency) {
-                    return Err(bad(
-                        number,
-                        format!("agency {agency} is not one of 1 to {agencies}"),
-                    ));
-                }
-                if let Some(earlier) = records.iter().find(|r| r.agency == agency)
-                    && (earlier.total, earlier.digest) != (total, digest)
-                {
-                    return Err(bad(
-                        number,
-                        format!(
-                            "agency {agency} is recorded again with another total or digest \
-                             than on line {}",
-                            earlier.line
-                        ),
-                    ));
-                }
-                records.push(Record {
-                    line: number,
-                    agency,
-                    total,
-                    digest,
-                });
-            }
-            (_, ["finished", _, _]) => {
-                return Err(bad(
-                    number,
-                    format!(
-                        "{line:?} has no digest: these records are of protocol version 2; \
-                         finish that round with the programs it began with, or start a new \
-                         round with a new SERVER_BETS_FILE"
-                    ),
-                ));
-            }
-            _ => {
-                return Err(bad(
-                    number,
-                    format!("{line:?} is not `finished AGENCY TOTAL DIGEST`"),
-                ));
-            }
-        }
-    }
-    Ok(RecordsRead::Read {
-        records,
-        whole_len: whole as u64,
-        file_len: text.len() as u64,
-    })
-}
-
-/// One agency of an audited round.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditedAgency {
-    pub agency: u32,
-    /// Its rows in the bets file, and their digest.
-    pub bets: u64,
-    pub digest: Digest,
-    pub winners: u64,
-    /// Its FINISH record, if any, and why it does not match the rows, if it does not.
-    pub record: Option<(Record, Option<String>)>,
-}
-
-/// What `audit` found in a round's files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Audit {
-    pub agencies: Vec<AuditedAgency>,
-    /// The round's seal, when every agency finished and every record matches.
-    pub seal: Option<Digest>,
-}
-
-impl Audit {
-    /// The first agency whose FINISH record does not match its rows.
-    pub fn tampered(&self) -> Option<&AuditedAgency> {
-        self.agencies
-            .iter()
-            .find(|a| matches!(&a.record, Some((_, Some(_)))))
-    }
-}
-
-/// Reads the round of the bets file at `path` for `agencies` agencies without
-/// changing anything and without its lock (a server may hold it): a last row
-/// without its line end is a batch being written, and is left out. An error
-/// when a file cannot be read, a row or record does not parse, or the round's
-/// number of agencies is another.
-pub(crate) fn audit(path: &Path, agencies: u32) -> Result<Audit, StorageError> {
-    let file = super::open_for_reading(path)?;
-    let mut recovered = Recovered::default();
-    scan_rows(path, &file, agencies, &mut recovered)?;
-    let records_path = finishes::records_path(path);
-    let records = match read_records(&records_path, agencies)? {
-        RecordsRead::Read { records, .. } => records,
-        RecordsRead::Missing | RecordsRead::HeaderTorn => Vec::new(),
-    };
-    let mut audited = Vec::new();
-    for agency in 1..=agencies {
-        let rows = recovered.per_agency.get(&agency);
-        let record = records.iter().find(|r| r.agency == agency).map(|record| {
-            let reason = mismatch(record, rows);
-            (record.clone(), reason)
-        });
-        audited.push(AuditedAgency {
-            agency,
-            bets: rows.map_or(0, |r| r.count),
-            digest: rows.map_or_else(Digest::of_nothing, |r| r.hash.digest()),
-            winners: rows.map_or(0, |r| r.winners),
-            record,
-        });
-    }
-    let sealed = audited
-        .iter()
-        .map(|a| match &a.record {
-            Some((record, None)) => Some((a.agency, u32::try_from(record.total).ok()?, a.digest)),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>();
-    Ok(Audit {
-        agencies: audited,
-        seal: sealed.map(crate::wire::digest::seal),
-    })
 }

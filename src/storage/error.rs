@@ -1,0 +1,96 @@
+//! What can go wrong with a round's files: `StorageError`, whose `Display`
+//! names the file and says what to do.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub enum StorageError {
+    /// An I/O operation on a file failed.
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The directory the bets file should be in does not exist.
+    NoDirectory { path: PathBuf },
+    /// The path is not a regular file (a directory, a FIFO, a device...).
+    NotAFile { path: PathBuf, kind: &'static str },
+    /// Another process (another server) holds the bets file.
+    Locked { path: PathBuf },
+    /// A stored row cannot be read back.
+    BadRow {
+        path: PathBuf,
+        row: u64,
+        reason: String,
+    },
+    /// The FINISH records do not fit the bets file or the configuration.
+    BadRecords {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::Io {
+                action,
+                path,
+                source,
+            } => write!(f, "could not {action} {}: {source}", path.display()),
+            StorageError::NoDirectory { path } => write!(
+                f,
+                "the directory of the bets file {} does not exist; create it, or point \
+                 SERVER_BETS_FILE at a file in a directory that exists",
+                path.display()
+            ),
+            StorageError::NotAFile { path, kind } => write!(
+                f,
+                "the bets file {} is a {kind}, not a regular file; point SERVER_BETS_FILE at a \
+                 regular file (a new one starts a new round)",
+                path.display()
+            ),
+            StorageError::Locked { path } => write!(
+                f,
+                "the bets file {} is in use by another server; stop that server first, or \
+                 point SERVER_BETS_FILE at another file",
+                path.display()
+            ),
+            StorageError::BadRow { path, row, reason } => write!(
+                f,
+                "line {row} of the bets file {} cannot be read: {reason}; the file was left as \
+                 it is: repair or move it, or start a new round with a new SERVER_BETS_FILE",
+                path.display()
+            ),
+            StorageError::BadRecords { path, line, reason } => write!(
+                f,
+                "line {line} of the FINISH records {}: {reason}; the files were left as they are",
+                path.display()
+            ),
+        }
+    }
+}
+
+// `Display` already shows the underlying I/O error, so it is not also a `source`.
+impl std::error::Error for StorageError {}
+
+/// An I/O failure on the file at `path`.
+pub(crate) fn io_error(path: &Path, action: &'static str, source: io::Error) -> StorageError {
+    StorageError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Row `row` of the bets file at `path` cannot be read, for `reason`.
+pub(crate) fn bad_row(path: &Path, row: u64, reason: &str) -> StorageError {
+    StorageError::BadRow {
+        path: path.to_path_buf(),
+        row,
+        reason: reason.to_string(),
+    }
+}
