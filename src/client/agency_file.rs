@@ -29,7 +29,7 @@ const READ_LEN: usize = 64 * 1024;
 
 /// Why the agency file cannot be read at all.
 #[derive(Debug)]
-pub(crate) enum AgencyFileError {
+pub enum AgencyFileError {
     /// The path is not a regular file (a directory, a FIFO, a device...).
     NotAFile {
         kind: &'static str,

@@ -26,7 +26,7 @@ pub(crate) const CLIENT_READ_BUFFER_LEN: usize = wire::MAX_REPLY_LEN;
 
 /// Why a connection could not deliver a message.
 #[derive(Debug)]
-pub(crate) enum ConnectionError {
+pub enum ConnectionError {
     /// The bytes do not form a valid message.
     Protocol(ProtocolError),
     /// The peer closed the stream in the middle of a message.

@@ -7,6 +7,7 @@
 //! costs one file descriptor. `Stream` is that socket as it is, or inside a
 //! rustls session (one per connection, driven by the connection's own thread).
 
+use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -91,6 +92,13 @@ impl Write for Socket {
     }
 }
 
+/// Which side of TLS a stream speaks, with that side's settings.
+pub(crate) enum TlsSide {
+    Server(Arc<rustls::ServerConfig>),
+    /// The CA to trust and the name the server's certificate must carry.
+    Client(Arc<rustls::ClientConfig>, ServerName<'static>),
+}
+
 /// A connection's bytes: plain, or inside TLS.
 pub(crate) enum Stream {
     Plain(Socket),
@@ -99,6 +107,23 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
+    /// The one way a stream is made: `tcp` as it is (`tls` is `None`), or
+    /// inside a new TLS session of that side.
+    pub fn new(tcp: Arc<TcpStream>, tls: Option<&TlsSide>) -> Result<Stream, rustls::Error> {
+        let socket = Socket::new(tcp);
+        Ok(match tls {
+            None => Stream::Plain(socket),
+            Some(TlsSide::Server(config)) => {
+                let session = ServerConnection::new(Arc::clone(config))?;
+                Stream::TlsServer(Box::new(StreamOwned::new(session, socket)))
+            }
+            Some(TlsSide::Client(config, name)) => {
+                let session = ClientConnection::new(Arc::clone(config), name.clone())?;
+                Stream::TlsClient(Box::new(StreamOwned::new(session, socket)))
+            }
+        })
+    }
+
     pub fn socket(&mut self) -> &mut Socket {
         match self {
             Stream::Plain(socket) => socket,

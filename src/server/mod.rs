@@ -27,7 +27,8 @@ use crate::app::settings::{START_FAILED, ServerConfig};
 use crate::app::shutdown::Shutdown;
 use crate::net::connection::{self, Connection};
 use crate::net::tls::{self, TlsError};
-use crate::net::transport::{Socket, Stream};
+use crate::net::transport::Stream;
+use crate::net::transport::TlsSide;
 use crate::server::auth::{Access, Tokens, TokensError};
 use crate::server::handler::{Context, Handler};
 use crate::server::limits::{LogLimiter, Refusal, Registration, Registry, suppressed_note};
@@ -137,7 +138,7 @@ pub struct Server {
     config: ServerConfig,
     context: Arc<Context>,
     registry: Arc<Registry>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<TlsSide>,
 }
 
 /// A listening socket on `address`, set up as `TcpListener::bind` does
@@ -222,7 +223,9 @@ impl Server {
             None => Access::LoopbackOnly,
         };
         let tls = match &config.tls {
-            Some((cert, key)) => Some(tls::server_config(cert, key).map_err(ServerError::Tls)?),
+            Some((cert, key)) => Some(TlsSide::Server(
+                tls::server_config(cert, key).map_err(ServerError::Tls)?,
+            )),
             None => None,
         };
         let allowed = descriptors_for_connections();
@@ -286,10 +289,7 @@ impl Server {
                 "action: config | result: in_progress | autenticacion: solo_loopback | detail: no SERVER_TOKENS_FILE: any token is accepted, so only peers on this machine (127.0.0.0/8, ::1) are served; set SERVER_TOKENS_FILE to serve agencies elsewhere"
             );
         }
-        let refuser = self
-            .tls
-            .as_ref()
-            .map(|tls| TlsRefuser::start(Arc::clone(tls)));
+        let refuser = self.tls.as_ref().and_then(TlsRefuser::start);
         let handlers = self.accept_until(&shutdown, refuser.as_ref());
         drop(refuser);
         match self.stop(handlers) {
@@ -390,15 +390,7 @@ impl Server {
         shutdown: &Shutdown,
         registration: Registration,
     ) -> io::Result<JoinHandle<()>> {
-        let socket = Socket::new(tcp);
-        let stream = match &self.tls {
-            Some(tls) => {
-                let session = rustls::ServerConnection::new(Arc::clone(tls))
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                Stream::TlsServer(Box::new(rustls::StreamOwned::new(session, socket)))
-            }
-            None => Stream::Plain(socket),
-        };
+        let stream = Stream::new(tcp, self.tls.as_ref()).map_err(io::Error::other)?;
         let connection = Connection::new(
             stream,
             connection::SERVER_READ_BUFFER_LEN,
@@ -501,16 +493,20 @@ struct TlsRefuser {
 }
 
 impl TlsRefuser {
-    fn start(tls: Arc<rustls::ServerConfig>) -> TlsRefuser {
+    fn start(tls: &TlsSide) -> Option<TlsRefuser> {
+        let TlsSide::Server(config) = tls else {
+            return None;
+        };
+        let tls = TlsSide::Server(Arc::clone(config));
         let (queue, refusals) = std::sync::mpsc::sync_channel(TLS_REFUSALS_QUEUED);
         let thread = std::thread::Builder::new()
             .name("tls-refusals".into())
             .spawn(move || refuse_in_tls(&tls, &refusals))
             .ok();
-        TlsRefuser {
+        Some(TlsRefuser {
             queue: Some(queue),
             thread,
-        }
+        })
     }
 
     fn refuse(&self, tcp: Arc<TcpStream>, refusal: Refusal) {
@@ -533,15 +529,11 @@ impl Drop for TlsRefuser {
     }
 }
 
-fn refuse_in_tls(tls: &Arc<rustls::ServerConfig>, refusals: &Receiver<(Arc<TcpStream>, Refusal)>) {
+fn refuse_in_tls(tls: &TlsSide, refusals: &Receiver<(Arc<TcpStream>, Refusal)>) {
     for (tcp, refusal) in refusals {
-        let Ok(session) = rustls::ServerConnection::new(Arc::clone(tls)) else {
+        let Ok(stream) = Stream::new(Arc::clone(&tcp), Some(tls)) else {
             continue;
         };
-        let stream = Stream::TlsServer(Box::new(rustls::StreamOwned::new(
-            session,
-            Socket::new(Arc::clone(&tcp)),
-        )));
         if let Ok(mut conn) = Connection::new(stream, 64, TLS_REFUSAL_TIMEOUT)
             && conn
                 .complete_handshake(Instant::now() + TLS_REFUSAL_TIMEOUT)

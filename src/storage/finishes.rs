@@ -148,86 +148,87 @@ pub(super) fn read_records(path: &Path, agencies: u32) -> Result<RecordsRead, St
     if whole == 0 {
         return Ok(RecordsRead::HeaderTorn);
     }
-    let bad = |line: u64, reason: String| bad_records(path, line, reason);
     let mut records: Vec<Record> = Vec::new();
     for (index, line) in text[..whole - 1].split(|&b| b == b'\n').enumerate() {
         let number = index as u64 + 1;
-        let line = std::str::from_utf8(line).map_err(|_| bad(number, "not text".into()))?;
-        let words: Vec<&str> = line.split(' ').collect();
-        match (index, words.as_slice()) {
-            (0, ["agencies", count]) => {
-                let count: u32 = count
-                    .parse()
-                    .map_err(|_| bad(number, format!("{line:?} is not a number of agencies")))?;
-                if count != agencies {
-                    return Err(bad(
-                        number,
-                        format!(
-                            "the round in these files is for {count} agencies, but \
-                             SERVER_AGENCIES is {agencies}; set SERVER_AGENCIES={count} to go on \
-                             with it, or start a new round with a new SERVER_BETS_FILE"
-                        ),
-                    ));
-                }
-            }
-            (0, _) => return Err(bad(number, format!("{line:?} is not `agencies N`"))),
-            (_, ["finished", agency, total, digest]) => {
-                let (Ok(agency), Ok(total), Some(digest)) = (
-                    agency.parse::<u32>(),
-                    total.parse::<u64>(),
-                    Digest::from_hex(digest),
-                ) else {
-                    return Err(bad(
-                        number,
-                        format!("{line:?} is not `finished AGENCY TOTAL DIGEST`"),
-                    ));
-                };
-                if !(1..=agencies).contains(&agency) {
-                    return Err(bad(
-                        number,
-                        format!("agency {agency} is not one of 1 to {agencies}"),
-                    ));
-                }
-                if let Some(earlier) = records.iter().find(|r| r.agency == agency)
-                    && (earlier.total, earlier.digest) != (total, digest)
-                {
-                    return Err(bad(
-                        number,
-                        format!(
-                            "agency {agency} is recorded again with another total or digest \
-                             than on line {}",
-                            earlier.line
-                        ),
-                    ));
-                }
-                records.push(Record {
-                    line: number,
-                    agency,
-                    total,
-                    digest,
-                });
-            }
-            (_, ["finished", _, _]) => {
-                return Err(bad(
-                    number,
-                    format!(
-                        "{line:?} has no digest: these records are of protocol version 2; \
-                         finish that round with the programs it began with, or start a new \
-                         round with a new SERVER_BETS_FILE"
-                    ),
-                ));
-            }
-            _ => {
-                return Err(bad(
-                    number,
-                    format!("{line:?} is not `finished AGENCY TOTAL DIGEST`"),
-                ));
-            }
+        let parsed = match std::str::from_utf8(line) {
+            Err(_) => Err("not text".to_string()),
+            Ok(line) if index == 0 => parse_header(line, agencies).map(|()| None),
+            Ok(line) => parse_record(line, number, agencies, &records).map(Some),
+        };
+        match parsed {
+            Ok(record) => records.extend(record),
+            Err(reason) => return Err(bad_records(path, number, reason)),
         }
     }
     Ok(RecordsRead::Read {
         records,
         whole_len: whole as u64,
         file_len: text.len() as u64,
+    })
+}
+
+/// Checks the header line: `agencies N`, for the configured N.
+fn parse_header(line: &str, agencies: u32) -> Result<(), String> {
+    let Some(count) = line.strip_prefix("agencies ") else {
+        return Err(format!("{line:?} is not `agencies N`"));
+    };
+    let count: u32 = count
+        .parse()
+        .map_err(|_| format!("{line:?} is not a number of agencies"))?;
+    if count != agencies {
+        return Err(format!(
+            "the round in these files is for {count} agencies, but SERVER_AGENCIES is \
+             {agencies}; set SERVER_AGENCIES={count} to go on with it, or start a new round \
+             with a new SERVER_BETS_FILE"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses the record on line `number`: `finished AGENCY TOTAL DIGEST`, for an
+/// agency of the round, and the same as any `earlier` record of that agency.
+fn parse_record(
+    line: &str,
+    number: u64,
+    agencies: u32,
+    earlier: &[Record],
+) -> Result<Record, String> {
+    let not_a_record = || format!("{line:?} is not `finished AGENCY TOTAL DIGEST`");
+    let words: Vec<&str> = line.split(' ').collect();
+    let (agency, total, digest) = match words.as_slice() {
+        ["finished", agency, total, digest] => (agency, total, digest),
+        ["finished", _, _] => {
+            return Err(format!(
+                "{line:?} has no digest: these records are of protocol version 2; finish that \
+                 round with the programs it began with, or start a new round with a new \
+                 SERVER_BETS_FILE"
+            ));
+        }
+        _ => return Err(not_a_record()),
+    };
+    let (Ok(agency), Ok(total), Some(digest)) = (
+        agency.parse::<u32>(),
+        total.parse::<u64>(),
+        Digest::from_hex(digest),
+    ) else {
+        return Err(not_a_record());
+    };
+    if !(1..=agencies).contains(&agency) {
+        return Err(format!("agency {agency} is not one of 1 to {agencies}"));
+    }
+    if let Some(before) = earlier.iter().find(|r| r.agency == agency)
+        && (before.total, before.digest) != (total, digest)
+    {
+        return Err(format!(
+            "agency {agency} is recorded again with another total or digest than on line {}",
+            before.line
+        ));
+    }
+    Ok(Record {
+        line: number,
+        agency,
+        total,
+        digest,
     })
 }

@@ -98,7 +98,7 @@ impl fmt::Display for ErrorCode {
 
 /// Why bytes could not be decoded into a message, or a message not encoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum ProtocolError {
+pub enum ProtocolError {
     /// The message would be `len` bytes, over its limit of `limit`.
     TooLarge { len: usize, limit: usize },
     /// The first two bytes are not a message id this side understands.
