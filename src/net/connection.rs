@@ -240,6 +240,25 @@ impl Connection {
         }
     }
 
+    /// Reads the next whole request, blocking until `until` at the latest: the
+    /// deadline is for the whole message, however slowly its bytes come.
+    /// `Ok(None)` when the peer closed the stream between messages; `before_hello`
+    /// as for `next_buffered_request`.
+    pub fn read_request(
+        &mut self,
+        before_hello: bool,
+        until: Instant,
+    ) -> Result<Option<Request>, ConnectionError> {
+        loop {
+            if let Some(request) = self.next_buffered_request(before_hello)? {
+                return Ok(Some(request));
+            }
+            if self.fill(Some(until))? == Fill::Closed {
+                return Ok(None);
+            }
+        }
+    }
+
     /// Reads the next whole reply, blocking until `until` at the latest: the
     /// deadline is for the whole message, however slowly its bytes come.
     /// `Ok(None)` when the server closed the stream between messages.

@@ -17,11 +17,17 @@
 //! logging each step.
 
 pub(crate) mod auth;
+mod bets;
 pub(crate) mod draw;
+mod finish;
 pub(crate) mod handler;
+mod hello;
 pub(crate) mod limits;
 pub(crate) mod lottery;
+mod outbox;
+mod refusal;
 pub(crate) mod verify;
+mod winners;
 
 use crate::app::settings::{START_FAILED, ServerConfig};
 use crate::app::shutdown::Shutdown;
