@@ -38,9 +38,12 @@ mod storage;
 mod text;
 mod wire;
 
+pub use app::client_settings::ClientConfig;
 pub use app::logging::{init as init_logging, set_level as set_log_level, stamp_ms};
-pub use app::settings::{ClientConfig, ConfigError, Lookup, START_FAILED, ServerConfig, start_up};
+pub use app::server_settings::ServerConfig;
+pub use app::settings::ConfigError;
 pub use app::shutdown::{Shutdown, on_signal};
+pub use app::startup::{Lookup, START_FAILED, start_up};
 pub use bet::calendar::is_leap_year;
 pub use client::{Agency, ClientError, Summary};
 pub use net::tls::TlsError;

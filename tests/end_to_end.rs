@@ -166,11 +166,73 @@ fn a_finish_names_the_agencies_still_missing() {
     server.wait_for_log("agencia: 3 | total_agencias_finalizadas: 3 | de: 5 | faltan: 4,5");
 }
 
+/// Every variable name the code holds as a whole string literal (`"SERVER_PORT"`),
+/// read from the source files under `src/`.
+fn variables_in_the_code() -> Vec<String> {
+    let mut names = Vec::new();
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for literal in text.split('"').skip(1).step_by(2) {
+                let is_name = ["SERVER_", "CLI_", "LOG"]
+                    .iter()
+                    .any(|p| literal.starts_with(p))
+                    && literal.len() > 4
+                    && literal.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+                if is_name && !names.contains(&literal.to_string()) {
+                    names.push(literal.to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
 #[test]
-fn help_lists_the_settings_of_both_programs() {
-    for bin in [SERVER_BIN, CLIENT_BIN] {
+fn help_names_every_variable_its_program_reads_and_no_other() {
+    let names = variables_in_the_code();
+    assert!(names.len() >= 24, "the scan finds the settings: {names:?}");
+    let help = |bin: &str| {
         let output = run_expecting(Command::new(bin).arg("--help"), 0);
-        assert!(String::from_utf8_lossy(&output.stdout).contains("Configuration"));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let (server, client) = (help(SERVER_BIN), help(CLIENT_BIN));
+    for name in &names {
+        let listed = format!("\n  {name} ");
+        let (server_reads, client_reads) = match name.as_str() {
+            "LOG_PREFIX" => (true, true),
+            "LOGGING_LEVEL" => (true, false),
+            other => (other.starts_with("SERVER_"), other.starts_with("CLI_")),
+        };
+        assert_eq!(
+            server.contains(&listed),
+            server_reads,
+            "{name} in server --help:\n{server}"
+        );
+        assert_eq!(
+            client.contains(&listed),
+            client_reads,
+            "{name} in client --help:\n{client}"
+        );
+    }
+    // And the help lists nothing the code does not read.
+    for (help, prefix) in [(&server, "SERVER_"), (&client, "CLI_")] {
+        for line in help
+            .lines()
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            assert!(
+                !name.starts_with(prefix) || names.iter().any(|n| n == name),
+                "{name} is in --help but read nowhere"
+            );
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 //! a clean build. `stamp_ms` reads it back, for whoever times the programs by
 //! their logs (the tests and the bench).
 
+use super::settings::LOG_PREFIX;
 use crate::bet::calendar::Date;
 use log::LevelFilter;
 use std::fmt;
@@ -44,7 +45,7 @@ fn line_prefix(value: Option<std::ffi::OsString>) -> Result<String, &'static str
 /// configuration errors before it knows the level it is configured for). Call
 /// it once per process.
 pub fn init(level: LevelFilter) {
-    let prefix = line_prefix(std::env::var_os("LOG_PREFIX"));
+    let prefix = line_prefix(std::env::var_os(LOG_PREFIX.name));
     let shown = prefix.clone().unwrap_or_default();
     env_logger::Builder::new()
         .filter_level(LevelFilter::Trace)

@@ -9,11 +9,15 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 fn main() -> ExitCode {
     lottery::init_logging(LevelFilter::Info);
-    let config =
-        match lottery::start_up("client", ClientConfig::HELP, ClientConfig::from_env, false) {
-            Ok((config, _)) => config,
-            Err(status) => return status,
-        };
+    let config = match lottery::start_up(
+        "client",
+        &ClientConfig::help(),
+        ClientConfig::from_env,
+        false,
+    ) {
+        Ok((config, _)) => config,
+        Err(status) => return status,
+    };
     lottery::set_log_level(config.log_level);
     info!("action: config | result: success | {}", config.describe());
 

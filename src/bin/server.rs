@@ -7,11 +7,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     lottery::init_logging(LevelFilter::Info);
-    let (config, verify) =
-        match lottery::start_up("server", ServerConfig::HELP, ServerConfig::from_env, true) {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let (config, verify) = match lottery::start_up(
+        "server",
+        &ServerConfig::help(),
+        ServerConfig::from_env,
+        true,
+    ) {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     lottery::set_log_level(config.log_level);
     if verify {
         return ExitCode::from(lottery::verify_round(&config));

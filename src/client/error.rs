@@ -3,7 +3,7 @@
 //! which errors are worth another connection.
 
 use super::agency_file::AgencyFileError;
-use crate::app::settings::START_FAILED;
+use crate::app::startup::START_FAILED;
 use crate::net::connection::ConnectionError;
 use crate::net::tls::TlsError;
 use crate::text;

@@ -33,7 +33,7 @@ mod winners;
 
 pub use error::ClientError;
 
-use crate::app::settings::ClientConfig;
+use crate::app::client_settings::ClientConfig;
 use crate::app::shutdown::Shutdown;
 use crate::bet::calendar::Date;
 use agency_file::AgencyFile;

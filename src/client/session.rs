@@ -5,8 +5,8 @@
 
 use super::error::{ClientError, TlsFailure};
 use super::retry::WaitReport;
+use crate::app::client_settings::ClientConfig;
 use crate::app::locks::lock;
-use crate::app::settings::ClientConfig;
 use crate::app::shutdown::Shutdown;
 use crate::net::connection::{self, Connection, ConnectionError};
 use crate::net::tls;

@@ -30,8 +30,9 @@ mod refusal;
 pub(crate) mod verify;
 mod winners;
 
-use crate::app::settings::{START_FAILED, ServerConfig};
+use crate::app::server_settings::ServerConfig;
 use crate::app::shutdown::Shutdown;
+use crate::app::startup::START_FAILED;
 use crate::net::tls::{self, TlsError};
 use crate::net::transport::TlsSide;
 use crate::server::auth::{Access, Tokens, TokensError};

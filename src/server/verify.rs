@@ -5,7 +5,8 @@
 //! prints, for each agency, its stored bets, their digest, whether it finished
 //! (and whether its record matches its rows) and its winners, then the seal.
 
-use crate::app::settings::{START_FAILED, ServerConfig};
+use crate::app::server_settings::ServerConfig;
+use crate::app::startup::START_FAILED;
 use crate::storage::{self, Audit};
 use crate::text;
 use log::error;
