@@ -1,5 +1,5 @@
-//! Text from outside, made safe for both programs: escaped before it is logged,
-//! and cut on a character boundary.
+//! Text from outside, for both programs: escaped before it is logged, cut on a
+//! character boundary, and read as a number of ASCII digits.
 
 use std::fmt::Write;
 
@@ -48,6 +48,17 @@ pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
     &text[..cut]
 }
 
+/// The value of 1 to `max_len` ASCII digits (at most 19, so it fits a `u64`);
+/// `None` for anything else.
+pub(crate) fn parse_digits(bytes: &[u8], max_len: usize) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > max_len.min(19) {
+        return None;
+    }
+    bytes.iter().try_fold(0u64, |value, &b| {
+        b.is_ascii_digit().then(|| value * 10 + u64::from(b - b'0'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +80,18 @@ mod tests {
             !escaped.chars().any(|c| c.is_control() || c == '|'),
             "{escaped}"
         );
+    }
+
+    #[test]
+    fn digits_are_read_within_their_length_and_nothing_else() {
+        assert_eq!(parse_digits(b"0", 1), Some(0));
+        assert_eq!(parse_digits(b"0042", 4), Some(42));
+        assert_eq!(parse_digits(b"9999999999", 10), Some(9_999_999_999));
+        assert_eq!(parse_digits(b"12345", 4), None);
+        assert_eq!(parse_digits(b"", 4), None);
+        assert_eq!(parse_digits(b"1a", 4), None);
+        assert_eq!(parse_digits(b"-1", 4), None);
+        assert_eq!(parse_digits(&[b'9'; 20], 30), None, "never past a u64");
     }
 
     #[test]

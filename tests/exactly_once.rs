@@ -90,7 +90,10 @@ fn killing_the_server_again_and_again_during_an_ingest_loses_and_duplicates_noth
     let mut next = seeded(0x5EED_0FC0_FFEE);
     let mut rows_at_kills = Vec::new();
     for _ in 0..KILLS {
-        std::thread::sleep(Duration::from_millis(20 + next() % 150));
+        // Killed once this server has stored a few new batches: mid-ingest
+        // whatever the machine's speed (the round has thousands of batches).
+        let batches = 1 + (next() % 8) as usize;
+        server.wait_for_count("action: apuesta_recibida | result: success", batches);
         server.signal("KILL");
         server.wait_exit();
         rows_at_kills.push(std::fs::read_to_string(&bets_file).map_or(0, |t| t.lines().count()));
@@ -153,16 +156,13 @@ fn a_client_stopped_by_sigterm_goes_on_when_started_again() {
     let winners = write_agency_files(data.path(), 1, 100_000);
     let expected = expected_rows(data.path(), 1);
     let server = ServerProcess::start(1, &[]);
-    let mut first = client_command(1, &server.address(), &agency_file(data.path(), 1))
+    let first = client_command(1, &server.address(), &agency_file(data.path(), 1))
         .env("CLI_BATCHES_IN_FLIGHT", "1")
         .spawn()
         .unwrap();
     server.wait_for_count("action: apuesta_recibida | result: success", 10);
     signal_pid(first.id(), "TERM");
-    let output = {
-        wait_child(&mut first).expect("the client stops");
-        first.wait_with_output().unwrap()
-    };
+    let output = output_of(first);
     let log = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(143), "{log}");
     assert!(log.contains("apuestas_confirmadas: "), "{log}");

@@ -166,7 +166,7 @@ fn agencies_refused_as_busy_connect_again_and_nothing_is_stored_twice() {
         .into_iter()
         .enumerate()
     {
-        let output = child.wait_with_output().unwrap();
+        let output = output_of(child);
         assert!(output.status.success(), "{}", describe(&command, &output));
         assert_eq!(logged_winner_count(&output), Some(winners[index].len()));
         if index == 0 {

@@ -427,10 +427,10 @@ fn a_connection_must_say_hello_in_time() {
             ("SERVER_IDLE_TIMEOUT_MS", "600000"),
         ],
     );
+    // Closed (not timed out: that would fail `assert_closed`), and by the HELLO
+    // deadline, since the idle one is ten minutes away.
     let mut silent = connect(server.port);
-    let started = Instant::now();
     assert_closed(&mut silent);
-    assert!(started.elapsed() < HANG);
     // After HELLO the idle timeout (long here) is what counts.
     let (mut session, _, _) = session(server.port, 1);
     session
@@ -582,7 +582,7 @@ fn unauthenticated_floods_and_a_stolen_token_do_not_keep_the_agencies_from_the_d
     for attacker in attackers {
         attacker.join().unwrap();
     }
-    let output = agency_one.wait_with_output().unwrap();
+    let output = output_of(agency_one);
     eprintln!(
         "under attack, agencies 2-5 finished in {:.1} s; BUSY refusals logged: {}, evictions logged: {}; agency 1 exited {}",
         took.as_secs_f64(),

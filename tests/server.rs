@@ -189,8 +189,9 @@ fn a_client_that_disconnects_mid_message_stores_nothing() {
 
 #[test]
 fn a_slowloris_is_closed_by_the_idle_deadline_and_never_delays_others() {
-    let idle = Duration::from_secs(3);
-    let server = TestServer::start(1, &[("SERVER_IDLE_TIMEOUT_MS", "3000")]);
+    // Long enough that serving another client (milliseconds) cannot outlast it.
+    let idle = Duration::from_secs(6);
+    let server = TestServer::start(1, &[("SERVER_IDLE_TIMEOUT_MS", "6000")]);
     let (mut slow, _, _) = session(server.port, 1);
     // A BETS header promising a body that never completes, a byte every 100 ms.
     let header = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0x10, 0x00];
@@ -207,8 +208,7 @@ fn a_slowloris_is_closed_by_the_idle_deadline_and_never_delays_others() {
     });
     let started = Instant::now();
     // Another client is served while the slow one is still open: its ack comes
-    // back, then the slow connection is seen still open (unless the deadline
-    // has already passed, when closing it is right).
+    // back, then the slow connection is seen still open.
     let (mut other, _, _) = session(server.port, 1);
     assert_eq!(
         exchange(&mut other, &bets_message(1, 0, 1, &[good_bet("7", 7)])),
@@ -219,7 +219,7 @@ fn a_slowloris_is_closed_by_the_idle_deadline_and_never_delays_others() {
     let still_open =
         matches!(reader.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
     assert!(
-        still_open || started.elapsed() >= idle,
+        still_open,
         "the other client was served only after the slow one was closed"
     );
     reader.set_nonblocking(false).unwrap();

@@ -16,6 +16,7 @@
 
 use super::settings::LOG_PREFIX;
 use crate::bet::calendar::Date;
+use crate::text::parse_digits;
 use log::LevelFilter;
 use std::fmt;
 use std::io::Write;
@@ -99,11 +100,7 @@ pub fn stamp_ms(line: &str) -> Option<u64> {
     else {
         return None;
     };
-    let number = |digits: &[u8]| {
-        digits.iter().try_fold(0u64, |value, &b| {
-            b.is_ascii_digit().then(|| value * 10 + u64::from(b - b'0'))
-        })
-    };
+    let number = |digits: &[u8]| parse_digits(digits, digits.len());
     let (hour, minute, second) = (number(&[h1, h2])?, number(&[m1, m2])?, number(&[s1, s2])?);
     if hour > 23 || minute > 59 || second > 59 {
         return None;

@@ -4,6 +4,7 @@
 //! conversion to and from days since 1970-01-01 (the "days from civil"
 //! algorithm, counted in 400-year eras so that every step is exact).
 
+use crate::text::parse_digits;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -75,6 +76,8 @@ impl Date {
         let [y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2] = *bytes else {
             return None;
         };
+        let digits =
+            |bytes: &[u8]| parse_digits(bytes, bytes.len()).and_then(|n| u32::try_from(n).ok());
         let year = digits(&[y1, y2, y3, y4])?;
         let month = digits(&[m1, m2])?;
         let day = digits(&[d1, d2])?;
@@ -87,14 +90,6 @@ impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
     }
-}
-
-/// The value of a few ASCII digits; `None` if any byte is not one.
-pub(crate) fn digits(bytes: &[u8]) -> Option<u32> {
-    bytes.iter().try_fold(0u32, |value, &b| {
-        b.is_ascii_digit()
-            .then(|| value.saturating_mul(10).saturating_add(u32::from(b - b'0')))
-    })
 }
 
 /// Whether `year` has a 29 February.

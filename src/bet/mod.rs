@@ -241,10 +241,7 @@ impl<'a> BetRef<'a> {
 /// Parses a CSV number: 1 to 4 ASCII digits, leading zeros allowed ("0042" is 42).
 pub(crate) fn parse_number(bytes: &[u8]) -> Result<u16, BetError> {
     let bad = || BetError::BadNumberText { text: shown(bytes) };
-    if bytes.is_empty() || bytes.len() > 4 {
-        return Err(bad());
-    }
-    calendar::digits(bytes)
+    text::parse_digits(bytes, 4)
         .and_then(|n| u16::try_from(n).ok())
         .ok_or_else(bad)
 }

@@ -27,6 +27,17 @@ pub(crate) const MAX_ROW_LEN: usize = 4096;
 /// Bytes read from the file at a time.
 const READ_LEN: usize = 64 * 1024;
 
+/// Where one record of the CSV parser ended.
+struct RecordRead {
+    /// Bytes of its fields kept in the buffer.
+    kept: usize,
+    columns: usize,
+    /// Longer than the buffer: its fields were dropped.
+    too_long: bool,
+    /// The line of its last byte.
+    last_line: u64,
+}
+
 /// Why the agency file cannot be read at all.
 #[derive(Debug)]
 pub enum AgencyFileError {
@@ -220,11 +231,35 @@ impl AgencyFile {
         }
         self.skip_empty_lines()?;
         let line = self.lines.next_line();
-        let (mut kept, mut columns) = (0, 0);
+        let Some(record) = self.read_record(line)? else {
+            self.done = true;
+            return Ok(None);
+        };
+        let lines = record.last_line - line + 1;
+        let content = if lines > 1 {
+            Err(RowProblem::SpansLines)
+        } else if record.too_long {
+            Err(RowProblem::TooLong)
+        } else {
+            Ok(self.split(record.kept, record.columns))
+        };
+        Ok(Some(Row {
+            line,
+            lines,
+            content,
+        }))
+    }
+
+    /// Feeds the CSV parser until it ends a record that starts on `line`;
+    /// `None` at the end of the file.
+    fn read_record(&mut self, line: u64) -> io::Result<Option<RecordRead>> {
+        let mut record = RecordRead {
+            kept: 0,
+            columns: 0,
+            too_long: false,
+            last_line: line,
+        };
         let mut extra_ends = [0; AGENCY_CSV_COLUMNS + 1];
-        let mut too_long = false;
-        // The line of the row's last byte read so far.
-        let mut last_line = line;
         loop {
             if self.input.is_empty() && !self.at_end_of_file {
                 self.refill()?;
@@ -232,13 +267,13 @@ impl AgencyFile {
             let unread = self.input.unread();
             // Once the row is too long, its bytes are written over the same
             // buffer and dropped; only where it ends still matters.
-            let output = if too_long {
+            let output = if record.too_long {
                 &mut self.fields[..]
             } else {
-                &mut self.fields[kept..]
+                &mut self.fields[record.kept..]
             };
             // Ends past the columns a bet has are only counted.
-            let ends = match self.ends.get_mut(columns..) {
+            let ends = match self.ends.get_mut(record.columns..) {
                 Some(free) if !free.is_empty() => free,
                 _ => &mut extra_ends[..],
             };
@@ -247,36 +282,19 @@ impl AgencyFile {
             self.lines.count(&unread[..read]);
             self.input.consume(read);
             if read > 0 {
-                last_line = self.lines.next_line() - u64::from(ends_a_line);
+                record.last_line = self.lines.next_line() - u64::from(ends_a_line);
             }
-            if !too_long {
-                kept += written;
+            if !record.too_long {
+                record.kept += written;
             }
-            columns += ended;
+            record.columns += ended;
             match result {
-                ReadRecordResult::InputEmpty => {}
-                ReadRecordResult::OutputFull => too_long = true,
-                ReadRecordResult::OutputEndsFull => {}
-                ReadRecordResult::Record => break,
-                ReadRecordResult::End => {
-                    self.done = true;
-                    return Ok(None);
-                }
+                ReadRecordResult::InputEmpty | ReadRecordResult::OutputEndsFull => {}
+                ReadRecordResult::OutputFull => record.too_long = true,
+                ReadRecordResult::Record => return Ok(Some(record)),
+                ReadRecordResult::End => return Ok(None),
             }
         }
-        let lines = last_line - line + 1;
-        let content = if lines > 1 {
-            Err(RowProblem::SpansLines)
-        } else if too_long {
-            Err(RowProblem::TooLong)
-        } else {
-            Ok(self.split(kept, columns))
-        };
-        Ok(Some(Row {
-            line,
-            lines,
-            content,
-        }))
     }
 
     /// The current row's first fields, from the parser's output.

@@ -13,6 +13,7 @@
 //! without copying them, for a restart that must trust every row.
 
 use crate::bet::ValidBet;
+use crate::text::parse_digits;
 
 /// One stored row, borrowed from the buffer it was read into. The agency,
 /// number and document are checked by `parse_row`; the names by `check_names`.
@@ -185,12 +186,7 @@ fn split_trailing_number(bytes: &[u8]) -> Option<(&[u8], u64)> {
 
 /// The value of 1 to `MAX_DIGITS` ASCII digits.
 fn number(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > MAX_DIGITS {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |value, &b| {
-        b.is_ascii_digit().then(|| value * 10 + u64::from(b - b'0'))
-    })
+    parse_digits(digits, MAX_DIGITS)
 }
 
 /// `bytes` split at the comma before its trailing ASCII digits: (rest, digits).

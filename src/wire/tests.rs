@@ -294,64 +294,81 @@ fn size_is_checked_from_the_header_before_the_body_arrives() {
     ));
 }
 
-#[test]
-fn count_zero_trailing_bytes_bad_utf8_and_unknown_ids_are_refused() {
-    let count_zero = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
-    assert!(matches!(
-        decode_request(&count_zero),
-        Err(ProtocolError::Malformed(_))
-    ));
+/// The reason of a `Malformed` decoding of `bytes`; panics on anything else.
+fn malformed_reason(bytes: &[u8]) -> String {
+    match decode_request(bytes) {
+        Err(ProtocolError::Malformed(reason)) => reason,
+        other => panic!("expected MALFORMED for {bytes:?}, got {other:?}"),
+    }
+}
 
-    let mut trailing = Request::Bets {
+/// A BETS of one good bet, as bytes to damage.
+fn one_bet_message() -> Vec<u8> {
+    Request::Bets {
         agency: 1,
         first: 0,
         batch: BetBatch::new(&[bet("Ana", 1)]).unwrap(),
     }
     .encode()
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn a_batch_of_count_0_is_malformed() {
+    let count_zero = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(malformed_reason(&count_zero), "BETS with count 0");
+}
+
+#[test]
+fn bytes_after_the_last_bet_are_malformed() {
+    let mut trailing = one_bet_message();
     trailing.push(0);
     trailing[13] += 1;
-    assert!(matches!(
-        decode_request(&trailing),
-        Err(ProtocolError::Malformed(_))
-    ));
+    assert_eq!(malformed_reason(&trailing), "1 trailing bytes after 1 bets");
+}
 
-    let mut bad_utf8 = Request::Bets {
-        agency: 1,
-        first: 0,
-        batch: BetBatch::new(&[bet("Ana", 1)]).unwrap(),
-    }
-    .encode()
-    .unwrap();
+#[test]
+fn a_field_that_is_not_utf8_is_malformed() {
+    let mut bad_utf8 = one_bet_message();
     bad_utf8[16] = 0xFF;
-    assert!(matches!(
-        decode_request(&bad_utf8),
-        Err(ProtocolError::Malformed(_))
-    ));
+    assert_eq!(malformed_reason(&bad_utf8), "first_name is not valid UTF-8");
+}
 
+#[test]
+fn ids_of_no_request_are_unknown_messages() {
     assert_eq!(
         decode_request(&[0, 0x0B]),
         Err(ProtocolError::UnknownMessage { id: 0x0B })
     );
-    // A batch whose numbers would run past u32::MAX.
-    let past_the_end = [0, 1, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 1, 0, 10];
-    assert!(matches!(
-        decode_request(&past_the_end),
-        Err(ProtocolError::Malformed(_))
-    ));
-    // A token over 255 bytes, from the header alone.
-    assert!(matches!(
-        decode_request(&[0, 9, 0, 3, 0, 0, 0, 1, 1, 0]),
-        Err(ProtocolError::Malformed(_))
-    ));
-    // A token that is not UTF-8.
-    assert!(matches!(
-        decode_request(&[0, 9, 0, 3, 0, 0, 0, 1, 0, 1, 0xFF]),
-        Err(ProtocolError::Malformed(_))
-    ));
+    // A reply's id is not a request's.
     assert_eq!(
         decode_request(&[0, 2, 0, 0]),
         Err(ProtocolError::UnknownMessage { id: 2 })
+    );
+}
+
+#[test]
+fn a_batch_numbered_past_the_last_bet_number_is_malformed() {
+    let past_the_end = [0, 1, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 1, 0, 10];
+    assert_eq!(
+        malformed_reason(&past_the_end),
+        "BETS numbered from 4294967295 with 1 bets runs past the last bet number"
+    );
+}
+
+#[test]
+fn a_token_over_255_bytes_is_malformed_from_the_header_alone() {
+    assert_eq!(
+        malformed_reason(&[0, 9, 0, 3, 0, 0, 0, 1, 1, 0]),
+        "a HELLO token of 256 bytes is over the limit of 255"
+    );
+}
+
+#[test]
+fn a_token_that_is_not_utf8_is_malformed() {
+    assert_eq!(
+        malformed_reason(&[0, 9, 0, 3, 0, 0, 0, 1, 0, 1, 0xFF]),
+        "token is not valid UTF-8"
     );
 }
 

@@ -283,16 +283,27 @@ pub fn wait_child(child: &mut Child) -> Option<ExitStatus> {
     }
 }
 
-/// Waits for `child` (for at most `HANG`, then kills it) and returns its exit
-/// status and everything it wrote to standard error.
-pub fn exit_and_log(mut child: Child) -> (ExitStatus, String) {
+/// Waits for `child` to exit (for at most `HANG`: then it is killed and the
+/// test fails with what it wrote) and returns its output.
+pub fn output_of(mut child: Child) -> Output {
     let finished = wait_child(&mut child);
     if finished.is_none() {
         let _ = child.kill();
     }
     let output = child.wait_with_output().expect("the process's output");
+    assert!(
+        finished.is_some(),
+        "still running after {HANG:?}:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Waits for `child` as `output_of` does and returns its exit status and
+/// everything it wrote to standard error.
+pub fn exit_and_log(child: Child) -> (ExitStatus, String) {
+    let output = output_of(child);
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(finished.is_some(), "still running after {HANG:?}:\n{log}");
     (output.status, log)
 }
 
@@ -315,7 +326,7 @@ pub fn spawn_agency(
 /// Every agency's process exits 0 and logs its expected winner count.
 pub fn assert_agencies_got(clients: Vec<(Command, Child)>, counts: &[usize]) {
     for ((command, child), expected) in clients.into_iter().zip(counts) {
-        let output = child.wait_with_output().expect("the client's output");
+        let output = output_of(child);
         assert!(output.status.success(), "{}", describe(&command, &output));
         assert_eq!(
             logged_winner_count(&output),
@@ -353,7 +364,7 @@ pub fn run_clients(n: u32, address: &str, data_dir: &Path) -> Vec<(Command, Outp
         .collect();
     started
         .into_iter()
-        .map(|(command, child)| (command, child.wait_with_output().expect("client output")))
+        .map(|(command, child)| (command, output_of(child)))
         .collect()
 }
 

@@ -318,3 +318,54 @@ pub fn fetch_winners(port: u16, agency: u32) -> Vec<String> {
         winners
     })
 }
+
+// The replies as a server sends them, for the fake server (the inverse of `read_wire`).
+
+pub fn welcome(stored: u32, status: u8, digest: Digest) -> Vec<u8> {
+    let mut out = vec![0, 0x0A];
+    out.extend_from_slice(&stored.to_be_bytes());
+    out.push(status);
+    out.extend_from_slice(&digest);
+    out
+}
+
+pub fn bets_ack(count: u16) -> Vec<u8> {
+    let mut out = vec![0, 2];
+    out.extend_from_slice(&count.to_be_bytes());
+    out
+}
+
+pub fn finish_ack(agency: u32, digest: Digest) -> Vec<u8> {
+    let mut out = vec![0, 4];
+    out.extend_from_slice(&agency.to_be_bytes());
+    out.extend_from_slice(&digest);
+    out
+}
+
+fn with_payload(id: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, id];
+    out.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+pub fn winners(payload: &str) -> Vec<u8> {
+    with_payload(7, payload.as_bytes())
+}
+
+pub fn winners_part(payload: &str) -> Vec<u8> {
+    with_payload(8, payload.as_bytes())
+}
+
+pub fn error_reply(code: u16, detail: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0xFF];
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(detail.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(detail);
+    out
+}
+
+/// The count of a BETS message's bets.
+pub fn bets_count(message: &[u8]) -> u16 {
+    u16::from_be_bytes([message[10], message[11]])
+}
