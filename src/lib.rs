@@ -6,22 +6,24 @@
 //! holds the draw once every agency has said it finished, and answers each
 //! agency with the documents (DNI) of its own winners.
 //!
-//! Data flows one way: bytes → `protocol` (messages) → domain (`bet`, `lottery`,
-//! `draw`) → `storage` (the bets file). No module reaches back up: `storage`
-//! knows nothing of sockets, `protocol` nothing of files.
+//! Data flows one way: bytes → `wire` (messages) → domain (`bet`, the server's
+//! lottery) → `storage` (the round's files). The folders are the floor plan,
+//! and this table is the one map of it (the README and docs/design.md point here):
 //!
-//! | module | owns |
+//! | folder | owns |
 //! |---|---|
-//! | `transport`, `tls` | the stream (TCP with a read deadline, or rustls over it); the PEM settings |
-//! | `connection`, `buffer` | whole messages over a bounded buffer, the idle deadline; the one read buffer |
-//! | `protocol`, `digest` | message ids, layouts, error codes, pure encode/decode; SHA-256 digests and the seal |
-//! | `server`, `limits`, `auth` | accept loop and orderly stop; slots, shares and log rates; tokens and loopback-only |
-//! | `handler` | one connection: the session rules, the requests, the outbox that keeps answers in order |
-//! | `bet`, `calendar`, `text`, `fastpath` | a bet's rules and `ValidBet`; dates; names and log escaping; the name fast path |
-//! | `storage`, `verify` | the round's files: appends with group commit, per-agency numbering and digests, recovery, FINISH records; the read-only audit |
-//! | `draw`, `lottery` | the winners, read in two halves; the shared state and the draw barrier |
-//! | `agency_file`, `batching`, `retry`, `client` | the agency: its CSV in bounded memory, batches and acks, pauses, the run |
-//! | `config`, `shutdown`, `logging`, `locks` | settings; the stop request and signals; the log line; poison-tolerant locks |
+//! | `wire/` | the protocol: ids and limits, `ErrorCode`, requests, replies, field codecs, digests and the seal (pure, no I/O) |
+//! | `net/` | the read buffer, the stream (plain TCP or TLS, one constructor), TLS settings, `Connection` (whole messages, deadlines) |
+//! | `bet/` | a bet's rules and `ValidBet`, the winning number; names (the plain rule and its fast path); dates |
+//! | `server/` | bind, run, stop; the listener; the handler loop and its outbox; one file per request kind; the refusals table; limits; tokens; the lottery state and barrier; the draw; `--verify` |
+//! | `storage/` | `BetStore`: the file, the ledger and the group commit; rows; the reader; FINISH records; recovery; the audit |
+//! | `client/` | `Agency::run` and `ClientError`; the session (connect, HELLO, error mapping); the bets phase; the winners phase; the agency file; batching; retry |
+//! | `app/` | the settings tables and start-up, the stop request and signals, the log line, poison-tolerant locks |
+//! | `text.rs`, `files.rs` | shared by every side: escaping, cutting and digits of text from outside; what a file is and who may read it |
+//!
+//! `server/` and `client/` never import each other; both stand on `wire`, `net`,
+//! `bet` and `app`, and the server on `storage`. No child module reaches back
+//! into its folder's `mod.rs` for helpers.
 //!
 //! The public API is what the two binaries, the examples and the integration
 //! tests use: `Server`, `Agency`, their configurations, `Shutdown` and the log
