@@ -48,6 +48,13 @@ pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
     &text[..cut]
 }
 
+/// Whether `bytes` are UTF-8: ASCII is checked first, word by word, and only
+/// other text goes through the general decoder (most fields are ASCII, and the
+/// decoder's setup costs more than the check itself on a short field).
+pub(crate) fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
+}
+
 /// The value of 1 to `max_len` ASCII digits (at most 19, so it fits a `u64`);
 /// `None` for anything else.
 pub(crate) fn parse_digits(bytes: &[u8], max_len: usize) -> Option<u64> {
@@ -80,6 +87,31 @@ mod tests {
             !escaped.chars().any(|c| c.is_control() || c == '|'),
             "{escaped}"
         );
+    }
+
+    #[test]
+    fn the_ascii_first_utf8_check_agrees_with_the_decoder() {
+        let mut rng = fastrand::Rng::with_seed(0x0075_7466_3800);
+        let pieces: [&[u8]; 8] = [
+            b"a",
+            b"Z9 ",
+            b"\xc3\xa1",
+            b"\xe6\x97\xa5",
+            b"\xc3",
+            b"\xff",
+            b"\x80",
+            b"\xf0\x9f\x98\x80",
+        ];
+        for _ in 0..20_000 {
+            let bytes: Vec<u8> = (0..rng.usize(..12))
+                .flat_map(|_| pieces[rng.usize(..pieces.len())].to_vec())
+                .collect();
+            assert_eq!(
+                is_utf8(&bytes),
+                std::str::from_utf8(&bytes).is_ok(),
+                "{bytes:?}"
+            );
+        }
     }
 
     #[test]

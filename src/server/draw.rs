@@ -128,11 +128,13 @@ pub(crate) fn compute_winners(path: &Path, file: &File) -> Result<Winners, Stora
 /// The winners among the rows of one reader.
 fn winners_between(mut rows: BetRows) -> Result<Winners, StorageError> {
     let mut winners = Winners::default();
-    while let Some(row) = rows.next_row() {
+    while let Some(row) = rows.next_for_draw() {
         let row = row?;
         winners.bets += 1;
-        if has_won(row.number) {
-            winners.add(row.agency, row.document());
+        if let Some(document) = row.document
+            && has_won(row.number)
+        {
+            winners.add(row.agency, document);
         }
     }
     Ok(winners)

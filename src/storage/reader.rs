@@ -5,6 +5,7 @@
 
 use super::error::{StorageError, bad_row, io_error};
 use super::rows::{self, StoredRow};
+use crate::bet::has_won;
 use crate::net::buffer::{ReadBuffer, Refill};
 use std::fs::File;
 use std::io;
@@ -13,6 +14,14 @@ use std::path::{Path, PathBuf};
 
 /// Bytes the bets file is read in: large reads keep system calls rare.
 pub(super) const READ_BUFFER_LEN: usize = 1 << 20;
+
+/// A row as the draw reads it.
+pub(crate) struct DrawRow<'a> {
+    pub agency: u32,
+    pub number: u16,
+    /// The bettor's document, read only for a winning row.
+    pub document: Option<&'a [u8]>,
+}
 
 /// The rows of a bets file between two byte offsets, in the order they were
 /// stored, read through one fixed buffer: memory stays flat whatever the file size.
@@ -86,6 +95,36 @@ impl BetRows {
         Some(row.map_err(|reason| bad_row(&self.path, self.rows_read, reason)))
     }
 
+    /// The next row as the draw reads it: its agency and number, and the whole
+    /// row only when it wins (`rows::agency_and_number`, with `parse_row` where
+    /// that cannot tell). Errors as `next_row`.
+    pub fn next_for_draw(&mut self) -> Option<Result<DrawRow<'_>, StorageError>> {
+        let line = match self.next_line().transpose()? {
+            Ok(line) => line,
+            Err(e) => return Some(Err(e)),
+        };
+        self.rows_read += 1;
+        let bytes = &self.buffer.unread()[..line.len];
+        if let Some((agency, number)) = rows::agency_and_number(bytes)
+            && !has_won(number)
+        {
+            return Some(Ok(DrawRow {
+                agency,
+                number,
+                document: None,
+            }));
+        }
+        let row = rows::parse_row(bytes);
+        Some(
+            row.map(|row| DrawRow {
+                agency: row.agency,
+                number: row.number,
+                document: Some(row.document()),
+            })
+            .map_err(|reason| bad_row(&self.path, self.rows_read, reason)),
+        )
+    }
+
     /// Finds the next line at the front of the buffer, reading more of the file
     /// when the buffer holds no whole line; `None` at the end of the part.
     fn next_line(&mut self) -> Result<Option<Line>, StorageError> {
@@ -96,7 +135,7 @@ impl BetRows {
                 return Ok(None);
             }
             let unread = self.buffer.unread();
-            if let Some(len) = unread.iter().position(|&b| b == b'\n') {
+            if let Some(len) = memchr::memchr(b'\n', unread) {
                 self.lent = len + 1;
                 return Ok(Some(Line { len }));
             }

@@ -56,7 +56,7 @@ impl<'a> Fields<'a> {
     ) -> Result<&'a [u8], ProtocolError> {
         let len = usize::from(self.u16(what)?);
         let bytes = self.take(len, what)?;
-        if check_text && std::str::from_utf8(bytes).is_err() {
+        if check_text && !crate::text::is_utf8(bytes) {
             return Err(malformed(format!("{what} is not valid UTF-8")));
         }
         Ok(bytes)
