@@ -127,6 +127,42 @@ closing_case!(
     code::MALFORMED
 );
 closing_case!(
+    bets_with_text_that_is_not_utf8_before_hello_are_malformed_not_unauthorized,
+    false,
+    bets_message(
+        1,
+        0,
+        1,
+        &[bet_bytes(b"\xff", b"Gil", b"1", b"2000-01-01", 1)]
+    ),
+    code::MALFORMED
+);
+closing_case!(
+    a_field_that_is_not_utf8_after_an_invalid_bet_is_malformed,
+    true,
+    bets_message(
+        1,
+        0,
+        2,
+        &[
+            bet_bytes(b"Ana", b"Gil", b"1", b"2000-01-01", 10_000),
+            bet_bytes(b"Ana", b"Gil", b"1", b"2000-01-\xc3", 1)
+        ]
+    ),
+    code::MALFORMED
+);
+closing_case!(
+    an_out_of_order_batch_with_text_that_is_not_utf8_is_malformed,
+    true,
+    bets_message(
+        1,
+        7,
+        1,
+        &[bet_bytes(b"Ana", b"\xc3\x28", b"1", b"2000-01-01", 1)]
+    ),
+    code::MALFORMED
+);
+closing_case!(
     bets_before_hello_are_unauthorized,
     false,
     bets_message(1, 0, 1, &[good_bet("1", 1)]),

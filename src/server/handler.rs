@@ -299,12 +299,34 @@ impl Handler {
         Ending::Failed
     }
 
-    /// Answers one request: the session rules first (HELLO opens it, every
-    /// later message speaks for its agency), then the request itself.
+    /// Answers one request.
     fn handle(&mut self, request: Request) -> Next {
         let agency = request.agency();
-        let answered = match (self.session, request) {
-            (None, Request::Hello { agency, token, .. }) => self.hello(agency, &token),
+        let answered = self.answer(agency, &request);
+        // Parsing comes before every other refusal, and a batch's text is
+        // checked for UTF-8 only here: a batch whose bets all pass the rules is
+        // UTF-8 already (names by their rule, the rest as ASCII digits and dates).
+        if let (Err(Stop::Refused(_)), Request::Bets { batch, .. }) = (&answered, &request)
+            && let Err(e) = batch.check_text()
+        {
+            return Err(self.refuse_message(&e));
+        }
+        match answered {
+            Ok(Served::Progress) => {
+                self.refused_in_a_row = 0;
+                Ok(())
+            }
+            Ok(Served::Waiting) => Ok(()),
+            Err(Stop::Ending(ending)) => Err(ending),
+            Err(Stop::Refused(refusal)) => self.refuse(agency, refusal),
+        }
+    }
+
+    /// The session rules first (HELLO opens it, every later message speaks for
+    /// its agency), then the request itself.
+    fn answer(&mut self, agency: u32, request: &Request) -> Result<Served, Stop> {
+        match (self.session, request) {
+            (None, Request::Hello { agency, token, .. }) => self.hello(*agency, token),
             (None, _) => Err(Stop::Refused(Refusal::Session {
                 detail: "the connection must start with HELLO naming its agency".into(),
             })),
@@ -319,18 +341,11 @@ impl Handler {
                     "this connection speaks for agency {session}, not for agency {agency}"
                 ),
             })),
-            (Some(_), Request::Bets { first, batch, .. }) => self.bets(agency, first, &batch),
-            (Some(_), Request::Finish { total, digest, .. }) => self.finish(agency, total, digest),
-            (Some(_), Request::GetWinners { .. }) => self.winners(agency),
-        };
-        match answered {
-            Ok(Served::Progress) => {
-                self.refused_in_a_row = 0;
-                Ok(())
+            (Some(_), Request::Bets { first, batch, .. }) => self.bets(agency, *first, batch),
+            (Some(_), Request::Finish { total, digest, .. }) => {
+                self.finish(agency, *total, *digest)
             }
-            Ok(Served::Waiting) => Ok(()),
-            Err(Stop::Ending(ending)) => Err(ending),
-            Err(Stop::Refused(refusal)) => self.refuse(agency, refusal),
+            (Some(_), Request::GetWinners { .. }) => self.winners(agency),
         }
     }
 

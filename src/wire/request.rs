@@ -76,11 +76,23 @@ impl BetBatch {
         &self.body
     }
 
+    /// Whether every text field is UTF-8; else the `Malformed` error naming the
+    /// first that is not. The decoder checks only the batch's lengths: a batch
+    /// whose bets pass the rules is UTF-8 already, so this runs only before a
+    /// batch is refused (parsing comes first, so a refusal may be MALFORMED).
+    pub fn check_text(&self) -> Result<(), ProtocolError> {
+        let mut fields = Fields::new(&self.body);
+        for _ in 0..self.count {
+            read_bet(&mut fields, true)?;
+        }
+        Ok(())
+    }
+
     /// The bets, borrowed from the body.
     pub fn bets(&self) -> impl Iterator<Item = BetRef<'_>> {
         let mut at = 0;
-        // The body was checked when the batch was made (its text is UTF-8), so
-        // no read fails; were one to, the bets would end there rather than panic.
+        // The body's lengths were checked when the batch was made, so no read
+        // fails; were one to, the bets would end there rather than panic.
         (0..self.count).map_while(move |_| read_bet_fast(&self.body, &mut at, false))
     }
 }
@@ -199,12 +211,14 @@ fn decode_bets(body: &mut Fields<'_>, count: u16) -> Result<BetBatch, ProtocolEr
             body.remaining()
         )));
     }
+    // Lengths only: the text's UTF-8 is checked by the rules a stored bet
+    // passes, or by `BetBatch::check_text` before any refusal.
     let mut at = body.pos;
     for _ in 0..bets {
-        if read_bet_fast(body.bytes, &mut at, true).is_none() {
+        if read_bet_fast(body.bytes, &mut at, false).is_none() {
             // The plain reader names what is wrong, from the same bet on.
             body.pos = at;
-            read_bet(body, true)?;
+            read_bet(body, false)?;
             at = body.pos;
         }
     }

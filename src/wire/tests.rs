@@ -328,10 +328,24 @@ fn bytes_after_the_last_bet_are_malformed() {
 }
 
 #[test]
-fn a_field_that_is_not_utf8_is_malformed() {
+fn a_field_that_is_not_utf8_is_malformed_by_the_batch_check() {
     let mut bad_utf8 = one_bet_message();
     bad_utf8[16] = 0xFF;
-    assert_eq!(malformed_reason(&bad_utf8), "first_name is not valid UTF-8");
+    // The decoder reads the lengths; the text check names the field.
+    let Ok(Some((Request::Bets { batch, .. }, _))) = decode_request(&bad_utf8) else {
+        panic!("the lengths add up");
+    };
+    assert_eq!(
+        batch.check_text(),
+        Err(ProtocolError::Malformed(
+            "first_name is not valid UTF-8".into()
+        ))
+    );
+    let good = one_bet_message();
+    let Ok(Some((Request::Bets { batch, .. }, _))) = decode_request(&good) else {
+        panic!("a good batch decodes");
+    };
+    assert_eq!(batch.check_text(), Ok(()));
 }
 
 #[test]
