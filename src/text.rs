@@ -61,9 +61,15 @@ pub(crate) fn parse_digits(bytes: &[u8], max_len: usize) -> Option<u64> {
     if bytes.is_empty() || bytes.len() > max_len.min(19) {
         return None;
     }
-    bytes.iter().try_fold(0u64, |value, &b| {
-        b.is_ascii_digit().then(|| value * 10 + u64::from(b - b'0'))
-    })
+    let mut value = 0u64;
+    for &b in bytes {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value * 10 + u64::from(digit);
+    }
+    Some(value)
 }
 
 #[cfg(test)]
