@@ -1,5 +1,7 @@
 //! Text from outside, for both programs: escaped before it is logged, cut on a
-//! character boundary, and read as a number of ASCII digits.
+//! character boundary, read as a number of ASCII digits, and searched eight
+//! bytes at a time (`byte_mask`) where fields are short and a vectorised
+//! search costs more to set up than it saves.
 
 use std::fmt::Write;
 
@@ -53,6 +55,21 @@ pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
 /// decoder's setup costs more than the check itself on a short field).
 pub(crate) fn is_utf8(bytes: &[u8]) -> bool {
     bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
+}
+
+/// Eight bytes of `bytes` from `at` as one little-endian word (the first byte
+/// lowest); `at + 8` must be within `bytes`.
+pub(crate) fn word_at(bytes: &[u8], at: usize) -> u64 {
+    let w = &bytes[at..at + 8];
+    u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
+}
+
+/// The high bit of every byte of `word` that is `byte`, and no other bit: the
+/// zero-byte test on `word ^ byte`, exact (no carry crosses a byte).
+pub(crate) fn byte_mask(word: u64, byte: u8) -> u64 {
+    const LOWS: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let x = word ^ (0x0101_0101_0101_0101 * u64::from(byte));
+    !(((x & LOWS) + LOWS) | x) & !LOWS
 }
 
 /// The value of 1 to `max_len` ASCII digits (at most 19, so it fits a `u64`);
@@ -117,6 +134,28 @@ mod tests {
                 std::str::from_utf8(&bytes).is_ok(),
                 "{bytes:?}"
             );
+        }
+    }
+
+    #[test]
+    fn byte_masks_mark_exactly_the_bytes_sought() {
+        let mut rng = fastrand::Rng::with_seed(0x0B17_E000_0000);
+        for _ in 0..20_000 {
+            let bytes: Vec<u8> = (0..8)
+                .map(|_| {
+                    *b",\"\r\n\x00\x80\xffa"
+                        .get(rng.usize(..9))
+                        .unwrap_or(&rng.u8(..))
+                })
+                .collect();
+            let word = word_at(&bytes, 0);
+            for sought in [b',', b'"', b'\r', b'\n', 0, 0x80, 0xFF] {
+                let plain: u64 = (0..8)
+                    .filter(|&i| bytes[i] == sought)
+                    .map(|i| 0x80u64 << (8 * i))
+                    .sum();
+                assert_eq!(byte_mask(word, sought), plain, "{bytes:?} {sought}");
+            }
         }
     }
 

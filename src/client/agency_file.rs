@@ -20,6 +20,7 @@
 use crate::bet::{AGENCY_CSV_COLUMNS, AgencyRow};
 use crate::files::not_a_file;
 use crate::net::buffer::{ReadBuffer, Refill};
+use crate::text::{byte_mask, word_at};
 use csv_core::{ReadRecordResult, Reader};
 use std::fmt;
 use std::fs::File;
@@ -44,23 +45,33 @@ fn plain_line(unread: &[u8]) -> Option<(usize, usize)> {
     plain.then_some((text.len(), end + 1))
 }
 
-/// A plain row's fields: its text split at every comma.
-fn split_at_commas(text: &[u8]) -> AgencyRow<'_> {
+/// A plain row's fields: its text split at every comma (found eight bytes at
+/// a time).
+fn split_at_commas<'a>(text: &'a [u8]) -> AgencyRow<'a> {
     let mut row = AgencyRow::default();
     let mut start = 0;
-    for (at, &b) in text.iter().enumerate() {
+    let mut field_ends = |row: &mut AgencyRow<'a>, end: usize| {
+        if let Some(slot) = row.fields.get_mut(row.columns) {
+            *slot = &text[start..end];
+        }
+        row.columns += 1;
+        start = end + 1;
+    };
+    let mut at = 0;
+    while at + 8 <= text.len() {
+        let mut commas = byte_mask(word_at(text, at), b',');
+        while commas != 0 {
+            field_ends(&mut row, at + commas.trailing_zeros() as usize / 8);
+            commas &= commas - 1;
+        }
+        at += 8;
+    }
+    for (offset, &b) in text[at..].iter().enumerate() {
         if b == b',' {
-            if let Some(slot) = row.fields.get_mut(row.columns) {
-                *slot = &text[start..at];
-            }
-            row.columns += 1;
-            start = at + 1;
+            field_ends(&mut row, at + offset);
         }
     }
-    if let Some(slot) = row.fields.get_mut(row.columns) {
-        *slot = &text[start..];
-    }
-    row.columns += 1;
+    field_ends(&mut row, text.len());
     row
 }
 

@@ -25,7 +25,6 @@ pub(crate) struct Batcher {
     count: usize,
     /// The number of the next bet pushed.
     next: u64,
-    encoded: Vec<u8>,
 }
 
 impl Batcher {
@@ -37,7 +36,6 @@ impl Batcher {
             body: Vec::with_capacity(wire::MAX_BETS_BODY_LEN),
             count: 0,
             next: first,
-            encoded: Vec::with_capacity(1024),
         }
     }
 
@@ -45,22 +43,26 @@ impl Batcher {
     /// returned whole and the bet starts the next one. A bet too large for any
     /// message is an error and is not added.
     pub fn push(&mut self, bet: &ValidBet<'_>) -> Result<Option<Batch>, ProtocolError> {
-        self.encoded.clear();
-        wire::encode_bet(**bet, &mut self.encoded)?;
-        if self.encoded.len() > wire::MAX_BETS_BODY_LEN {
+        let len = wire::encoded_len(**bet);
+        if len > wire::MAX_BETS_BODY_LEN {
             return Err(ProtocolError::TooLarge {
-                len: self.encoded.len(),
+                len,
                 limit: wire::MAX_BETS_BODY_LEN,
             });
         }
-        let full = self.count == self.max_count
-            || self.body.len() + self.encoded.len() > wire::MAX_BETS_BODY_LEN;
+        let full = self.count == self.max_count || self.body.len() + len > wire::MAX_BETS_BODY_LEN;
         let done = if self.count > 0 && full {
             self.take()
         } else {
             None
         };
-        self.body.extend_from_slice(&self.encoded);
+        // Straight into the body: a bet within the limit always encodes (and
+        // were one not to, none of it would stay).
+        let before = self.body.len();
+        if let Err(e) = wire::encode_bet(**bet, &mut self.body) {
+            self.body.truncate(before);
+            return Err(e);
+        }
         self.count += 1;
         Ok(done)
     }

@@ -13,7 +13,7 @@
 //! without copying them, for a restart that must trust every row.
 
 use crate::bet::ValidBet;
-use crate::text::parse_digits;
+use crate::text::{byte_mask, parse_digits, word_at};
 
 /// One stored row, borrowed from the buffer it was read into. The agency,
 /// number and document are checked by `parse_row`; the names by `check_names`.
@@ -148,21 +148,15 @@ fn write_number(out: &mut Vec<u8>, number: u16) {
 /// Whether a name holds a comma or a quote, eight bytes at a time (names are
 /// short: a vectorised search costs more to set up, a byte loop more to run).
 fn needs_quotes(name: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Whether a byte of `word` is `byte` (the classic zero-byte test on the xor).
-    let has = |word: u64, byte: u8| {
-        let x = word ^ (ONES * u64::from(byte));
-        x.wrapping_sub(ONES) & !x & HIGHS != 0
-    };
-    let mut words = name.chunks_exact(8);
-    for w in &mut words {
-        let word = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        if has(word, b',') || has(word, b'"') {
+    let mut at = 0;
+    while at + 8 <= name.len() {
+        let word = word_at(name, at);
+        if byte_mask(word, b',') | byte_mask(word, b'"') != 0 {
             return true;
         }
+        at += 8;
     }
-    words.remainder().iter().any(|&b| b == b',' || b == b'"')
+    name[at..].iter().any(|&b| b == b',' || b == b'"')
 }
 
 /// Writes a name, quoted only if it holds a comma or a quote.

@@ -86,14 +86,17 @@ pub(super) fn peek_u32(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?))
 }
 
+#[inline]
 pub(super) fn put_str16(out: &mut Vec<u8>, text: &[u8], what: &str) -> Result<(), ProtocolError> {
-    let len = u16::try_from(text.len()).map_err(|_| {
-        malformed(format!(
-            "{what} of {} bytes does not fit a str16",
-            text.len()
-        ))
-    })?;
+    let Ok(len) = u16::try_from(text.len()) else {
+        return Err(too_long_for_str16(what, text.len()));
+    };
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(text);
     Ok(())
+}
+
+#[cold]
+fn too_long_for_str16(what: &str, len: usize) -> ProtocolError {
+    malformed(format!("{what} of {len} bytes does not fit a str16"))
 }

@@ -26,4 +26,5 @@ pub(crate) use limits::{
 pub(crate) use reply::{AgencyStatus, Reply, decode_reply, winners_replies};
 pub(crate) use request::{
     BetBatch, Request, decode_first_request, decode_request, encode_bet, encode_bets_message,
+    encoded_len,
 };

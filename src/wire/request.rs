@@ -293,12 +293,28 @@ fn str16_at<'a>(body: &'a [u8], pos: &mut usize, check_text: bool) -> Option<&'a
     Some(bytes)
 }
 
-/// Appends one bet's wire form to a BETS body.
+/// Bytes of one bet's wire form: four str16 and the number.
+pub(crate) fn encoded_len(bet: BetRef<'_>) -> usize {
+    8 + bet.first_name.len() + bet.last_name.len() + bet.document.len() + bet.birthdate.len() + 2
+}
+
+/// Appends one bet's wire form to a BETS body. A field over 65,535 bytes is
+/// an error naming it (and nothing is appended).
 pub(crate) fn encode_bet(bet: BetRef<'_>, body: &mut Vec<u8>) -> Result<(), ProtocolError> {
-    put_str16(body, bet.first_name, "first_name")?;
-    put_str16(body, bet.last_name, "last_name")?;
-    put_str16(body, bet.document, "document")?;
-    put_str16(body, bet.birthdate, "birthdate")?;
+    let fields = [
+        (bet.first_name, "first_name"),
+        (bet.last_name, "last_name"),
+        (bet.document, "document"),
+        (bet.birthdate, "birthdate"),
+    ];
+    body.reserve(encoded_len(bet));
+    let before = body.len();
+    for (text, what) in fields {
+        if let Err(e) = put_str16(body, text, what) {
+            body.truncate(before);
+            return Err(e);
+        }
+    }
     body.extend_from_slice(&bet.number.to_be_bytes());
     Ok(())
 }
