@@ -52,30 +52,55 @@ fn is_latin1_letter(text: &[u8], at: usize) -> bool {
 /// Latin-1 characters, in one pass over its bytes; `None` for any other name,
 /// which the plain rules check.
 fn check_name_fast(name: &[u8]) -> Option<Result<(), NameProblem>> {
-    let (mut letter, mut control) = (false, false);
+    let mut seen = 0;
     let mut at = 0;
     while let Some(&b) = name.get(at) {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' => letter = true,
-            0x20..=0x7E => {}
-            // Not settled yet: bad UTF-8 further on is reported first.
-            0x00..=0x1F | 0x7F => control = true,
-            _ if is_latin1_upper_half(name, at) => {
-                letter |= is_latin1_letter(name, at);
-                at += 1;
-            }
-            _ => return None,
+        let class = BYTE_CLASSES[usize::from(b)];
+        if class & UPPER_HALF == 0 {
+            // Not settled at a control byte: bad UTF-8 further on is reported first.
+            seen |= class;
+            at += 1;
+            continue;
         }
-        at += 1;
+        if !is_latin1_upper_half(name, at) {
+            return None;
+        }
+        if is_latin1_letter(name, at) {
+            seen |= LETTER;
+        }
+        at += 2;
     }
-    Some(if control {
+    Some(if seen & CONTROL != 0 {
         Err(NameProblem::Control)
-    } else if letter {
+    } else if seen & LETTER != 0 {
         Ok(())
     } else {
         Err(NameProblem::NoLetter)
     })
 }
+
+/// What a byte is to the fast name check: an ASCII letter, a control byte,
+/// or a byte of the upper half (the start of a character of more than one
+/// byte); printable ASCII other than letters is none of them.
+const LETTER: u8 = 1;
+const CONTROL: u8 = 2;
+const UPPER_HALF: u8 = 4;
+
+/// Every byte's class (`LETTER`, `CONTROL`, `UPPER_HALF`), looked up in one step.
+static BYTE_CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        classes[b] = match b {
+            0x41..=0x5A | 0x61..=0x7A => LETTER,
+            0x00..=0x1F | 0x7F => CONTROL,
+            0x80..=0xFF => UPPER_HALF,
+            _ => 0,
+        };
+        b += 1;
+    }
+    classes
+};
 
 #[cfg(test)]
 mod tests {

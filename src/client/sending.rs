@@ -42,16 +42,21 @@ struct FilePass {
     invalid: u64,
     /// The digest of the file's first `from` valid bets, once they are read.
     prefix: Option<Digest>,
+    /// Whether the bets read now go to the server: only once the server's
+    /// share was found to be the file's (kept, not compared at every bet).
+    sending: bool,
 }
 
 impl FilePass {
     fn new(welcome: &Welcome, send: bool, max_count: usize, in_flight: usize) -> FilePass {
         let hasher = Hasher::new();
+        let prefix = (welcome.stored == 0).then(|| hasher.digest());
         FilePass {
+            sending: send && prefix == Some(welcome.digest),
             from: welcome.stored,
             expected: welcome.digest,
             send,
-            prefix: (welcome.stored == 0).then(|| hasher.digest()),
+            prefix,
             hasher,
             encoded: Vec::with_capacity(1024),
             batcher: Batcher::new(max_count, welcome.stored),
@@ -61,16 +66,10 @@ impl FilePass {
         }
     }
 
-    /// Whether the bets read now go to the server: only after the server's
-    /// share was found to be the file's.
-    fn sending(&self) -> bool {
-        self.send && self.prefix == Some(self.expected)
-    }
-
     /// Counts and hashes a valid bet; returns a full batch to send, if one is.
     /// A bet that cannot be encoded is not counted.
     fn take(&mut self, bet: &ValidBet<'_>) -> Result<Option<Batch>, ProtocolError> {
-        if self.sending() {
+        if self.sending {
             let batch = self.batcher.push(bet)?;
             self.valid += 1;
             if let Some(batch) = &batch {
@@ -84,7 +83,9 @@ impl FilePass {
         self.hasher.update(&self.encoded);
         self.valid += 1;
         if self.valid == self.from {
-            self.prefix = Some(self.hasher.digest());
+            let prefix = self.hasher.digest();
+            self.prefix = Some(prefix);
+            self.sending = self.send && prefix == self.expected;
         }
         Ok(None)
     }
