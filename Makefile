@@ -23,7 +23,7 @@ TLS_DIR ?= $(RUN_DIR)/tls
 SERVER_TLS_ENV = $(if $(TLS),SERVER_TLS_CERT=$(TLS_DIR)/server.pem SERVER_TLS_KEY=$(TLS_DIR)/server.key)
 CLIENT_TLS_ENV = $(if $(TLS),CLI_TLS_CA=$(TLS_DIR)/ca.pem)
 
-.PHONY: help build run-server run-clients run _run _clients verify test bench data clean tokens certs
+.PHONY: help build run-server run-clients run _run _clients verify test bench bench-instructions data clean tokens certs
 
 help:
 	@echo "make build        build the server and client (release)"
@@ -33,6 +33,7 @@ help:
 	@echo "make verify       audit the round of BETS_FILE for CLIENTS agencies (read-only)"
 	@echo "make test         unit and integration tests"
 	@echo "make bench        the benchmark (docs/benchmarks.md)"
+	@echo "make bench-instructions  instructions per bet under callgrind, server and clients (needs valgrind)"
 	@echo "make data         regenerate the committed default data in data/"
 	@echo "make clean        remove $(RUN_DIR)/ (bets files, logs, tokens and certificates of earlier runs)"
 	@echo "make tokens       make $(TOKENS): a random token for each of agencies 1..CLIENTS (done by the run targets)"
@@ -163,6 +164,9 @@ test:
 bench:
 	cargo build --release --bins --examples
 	$(BIN)/examples/bench
+
+bench-instructions: build
+	bash examples/instructions.sh $(BIN)/server $(BIN)/client
 
 data:
 	cargo run --release --example gen_bets -- --agencies 5 --bets 10000 --out data
