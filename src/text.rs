@@ -41,6 +41,53 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
+/// A path as messages and logs show it: escaped (`escape`), so that a name
+/// from outside can neither end its line nor forge a field of it.
+pub(crate) struct Shown<'a>(&'a std::path::Path);
+
+/// `path`, to be shown in a message or a log line.
+pub(crate) fn shown(path: &std::path::Path) -> Shown<'_> {
+    Shown(path)
+}
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&escape(&self.0.display().to_string()))
+    }
+}
+
+/// A whole log line's message as it may be written: every character that could
+/// end the line, start another, or reach the terminal as an escape sequence
+/// (`breaks_a_line`) written as `\u{...}`. Values from outside are escaped
+/// where they are put in a line (`escape`); this is the net under all of them,
+/// applied where every line is written.
+pub(crate) fn escape_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.chars().any(breaks_a_line) {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len() + 16);
+    for c in message.chars() {
+        if breaks_a_line(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Whether `c` could break a log line or act on a terminal: a control
+/// character, a line or paragraph separator, or one that changes how the text
+/// around it shows.
+fn breaks_a_line(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+        )
+}
+
 /// `text` cut to at most `max` bytes without splitting a character.
 pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
     let mut cut = max.min(text.len());
@@ -169,6 +216,26 @@ mod tests {
         assert_eq!(parse_digits(b"1a", 4), None);
         assert_eq!(parse_digits(b"-1", 4), None);
         assert_eq!(parse_digits(&[b'9'; 20], 30), None, "never past a u64");
+    }
+
+    #[test]
+    fn a_line_can_never_be_split_or_reach_the_terminal_raw() {
+        assert_eq!(
+            escape_line("action: x | result: success"),
+            "action: x | result: success"
+        );
+        let forged = "path: /a\n2026-12-03T00:00:00.000Z INFO  action: sorteo | result: success\u{1b}[31m\r\u{2028}";
+        let line = escape_line(forged);
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "{line}"
+        );
+        assert!(
+            line.contains("\\u{a}2026") && line.contains("\\u{1b}[31m"),
+            "{line}"
+        );
+        // A value already escaped keeps its escapes as written.
+        assert_eq!(escape_line(&escape("a\nb")), "a\\nb");
     }
 
     #[test]

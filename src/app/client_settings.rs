@@ -176,7 +176,7 @@ SIGTERM stopped it before the winners arrived (run it again to go on).",
              token: {} | tls: {}",
             self.id,
             crate::text::escape(&self.server_address),
-            crate::text::escape(&self.data_file.display().to_string()),
+            crate::text::shown(&self.data_file),
             self.batch_max_amount
                 .map_or_else(|| "auto".to_string(), |n| n.to_string()),
             self.batches_in_flight,

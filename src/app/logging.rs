@@ -4,6 +4,11 @@
 //! on standard error; the message part is written at each call site as a plain
 //! format string, so `grep` finds it in the code and in the logs alike.
 //!
+//! Nothing from outside reaches a log raw: values are escaped where a line puts
+//! them (`text::escape`), and every line is escaped again as it is written
+//! (`text::escape_line`), so no text can end a line, forge another or reach the
+//! terminal as an escape sequence, whatever place forgot.
+//!
 //! `LOG_PREFIX`, when set, starts every line (`make run` names each program's
 //! lines with it). Each line goes out in one write, so programs that share one
 //! terminal or one log file appended to interleave whole lines, in the order
@@ -16,7 +21,7 @@
 
 use super::settings::LOG_PREFIX;
 use crate::bet::calendar::Date;
-use crate::text::parse_digits;
+use crate::text::{escape_line, parse_digits};
 use log::LevelFilter;
 use std::fmt;
 use std::io::Write;
@@ -52,12 +57,13 @@ pub fn init(level: LevelFilter) {
         .filter_level(LevelFilter::Trace)
         // env_logger formats the whole line, then writes it with one call.
         .format(move |buf, record| {
+            let message = record.args().to_string();
             writeln!(
                 buf,
                 "{shown}{} {:<5} {}",
                 UtcMillis::of(SystemTime::now()),
                 record.level(),
-                record.args()
+                escape_line(&message)
             )
         })
         .init();

@@ -142,7 +142,11 @@ impl fmt::Display for ConfigError {
                 expected,
                 has_default,
             } => {
-                write!(f, "{variable}={value:?} is not valid; set it to {expected}")?;
+                let value = crate::text::escape(value);
+                write!(
+                    f,
+                    "{variable}=\"{value}\" is not valid; set it to {expected}"
+                )?;
                 if *has_default {
                     write!(f, " (or unset it for the default)")?;
                 }

@@ -123,12 +123,12 @@ impl ClientError {
                 f,
                 "could not open the agency file {} (CLI_DATA_FILE): {source}; point CLI_DATA_FILE \
                  at the agency's CSV file",
-                path.display()
+                crate::text::shown(path)
             ),
             ClientError::ReadingDataFile { path, source } => write!(
                 f,
                 "reading the agency file {} failed: {source}",
-                path.display()
+                crate::text::shown(path)
             ),
             ClientError::Connect {
                 address,

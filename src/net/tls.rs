@@ -33,7 +33,7 @@ impl fmt::Display for TlsError {
                 variable,
                 path,
                 reason,
-            } => write!(f, "{variable}={}: {reason}", path.display()),
+            } => write!(f, "{variable}={}: {reason}", crate::text::shown(path)),
             TlsError::Config { reason } => write!(
                 f,
                 "the certificate and key (SERVER_TLS_CERT, SERVER_TLS_KEY) do not make a TLS \

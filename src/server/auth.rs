@@ -57,20 +57,20 @@ impl fmt::Display for TokensError {
                 write!(
                     f,
                     "could not read SERVER_TOKENS_FILE={}: {reason}",
-                    path.display()
+                    crate::text::shown(path)
                 )
             }
             TokensError::BadLine { path, line, reason } => write!(
                 f,
                 "line {line} of SERVER_TOKENS_FILE={}: {reason}; each line is `AGENCY TOKEN` \
                  (blank lines and # comments are ignored)",
-                path.display()
+                crate::text::shown(path)
             ),
             TokensError::Missing { path, agency } => write!(
                 f,
                 "SERVER_TOKENS_FILE={} has no token for agency {agency}; every agency 1 to \
                  SERVER_AGENCIES needs one",
-                path.display()
+                crate::text::shown(path)
             ),
         }
     }

@@ -136,19 +136,19 @@ fn log_recovery(store: &BetStore, recovered: &Recovered) {
             recovered.bets,
             recovered.finished.len(),
             recovered.cut_bytes,
-            store.path().display()
+            crate::text::shown(store.path())
         );
     }
     if recovered.records_missing {
         warn!(
             "action: ronda_recuperada | result: in_progress | path: {} | detail: no FINISH records were beside the bets file; they start anew, and agencies that had finished send FINISH again",
-            store.records_path().display()
+            crate::text::shown(&store.records_path())
         );
     }
     if recovered.readable_by_others {
         warn!(
             "action: config | result: in_progress | path: {} | detail: the bets file holds personal data and other users can read it; run chmod 600 on it",
-            store.path().display()
+            crate::text::shown(store.path())
         );
     }
 }
@@ -166,7 +166,7 @@ impl Server {
                 if readable {
                     warn!(
                         "action: config | result: in_progress | path: {} | detail: the tokens file can be read by other users; run chmod 600 on it",
-                        path.display()
+                        crate::text::shown(path)
                     );
                 }
                 Access::Tokens(tokens)
@@ -302,7 +302,7 @@ impl Server {
         match context.store.close() {
             Ok(()) => info!(
                 "action: close_bets_file | result: success | path: {}",
-                context.store.path().display()
+                crate::text::shown(context.store.path())
             ),
             Err(e) => error!("action: close_bets_file | result: fail | error: {e}"),
         }

@@ -26,10 +26,7 @@ pub fn verify_round(config: &ServerConfig) -> u8 {
             return START_FAILED;
         }
     };
-    print!(
-        "{}",
-        report(&audit, &text::escape(&path.display().to_string()))
-    );
+    print!("{}", report(&audit, &text::shown(path).to_string()));
     match audit.tampered() {
         Some(_) => TAMPERED,
         None => 0,

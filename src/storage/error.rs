@@ -40,35 +40,39 @@ impl fmt::Display for StorageError {
                 action,
                 path,
                 source,
-            } => write!(f, "could not {action} {}: {source}", path.display()),
+            } => write!(
+                f,
+                "could not {action} {}: {source}",
+                crate::text::shown(path)
+            ),
             StorageError::NoDirectory { path } => write!(
                 f,
                 "the directory of the bets file {} does not exist; create it, or point \
                  SERVER_BETS_FILE at a file in a directory that exists",
-                path.display()
+                crate::text::shown(path)
             ),
             StorageError::NotAFile { path, kind } => write!(
                 f,
                 "the bets file {} is a {kind}, not a regular file; point SERVER_BETS_FILE at a \
                  regular file (a new one starts a new round)",
-                path.display()
+                crate::text::shown(path)
             ),
             StorageError::Locked { path } => write!(
                 f,
                 "the bets file {} is in use by another server; stop that server first, or \
                  point SERVER_BETS_FILE at another file",
-                path.display()
+                crate::text::shown(path)
             ),
             StorageError::BadRow { path, row, reason } => write!(
                 f,
                 "line {row} of the bets file {} cannot be read: {reason}; the file was left as \
                  it is: repair or move it, or start a new round with a new SERVER_BETS_FILE",
-                path.display()
+                crate::text::shown(path)
             ),
             StorageError::BadRecords { path, line, reason } => write!(
                 f,
                 "line {line} of the FINISH records {}: {reason}; the files were left as they are",
-                path.display()
+                crate::text::shown(path)
             ),
         }
     }
