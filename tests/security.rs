@@ -662,3 +662,42 @@ fn the_server_raises_its_open_files_limit_and_keeps_connections_within_it() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_tls_key_other_users_can_read_is_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certificates::generate(dir.path(), "open-key");
+    std::fs::set_permissions(&certs.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let env = certs.server_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = ServerProcess::start(1, &env);
+    let line = server.wait_for_log("the TLS private key can be read by other users");
+    assert!(
+        line.contains("WARN") && line.contains("chmod 600"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_client_facing_a_peer_that_does_not_speak_the_protocol_stops_at_once_naming_why() {
+    // An HTTP server's answer: "HTTP/1.1 ..." starts with the bytes 0x48 0x54.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let answering = std::thread::spawn(move || {
+        for stream in listener.incoming().take(1) {
+            let mut stream = stream.unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let started = Instant::now();
+    let mut client = client_command(1, &address, &agency_file(&default_data_dir(), 1));
+    client.env("CLI_TIMEOUT_S", "600");
+    let output = run_expecting(&mut client, 1);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("unknown message id 0x4854"), "{log}");
+    // Not retried for its timeout (ten minutes): the first answer settles it.
+    assert!(!log.contains("connecting again"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{log}");
+    answering.join().unwrap();
+}

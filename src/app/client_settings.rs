@@ -27,7 +27,7 @@ const CLI_ID: Setting = Setting {
 const CLI_SERVER_ADDRESS: Setting = Setting {
     name: "CLI_SERVER_ADDRESS",
     help: "server host:port",
-    expected: "host:port, such as 127.0.0.1:12345",
+    expected: "HOST:PORT, such as 127.0.0.1:12345 (no scheme, no path)",
     fallback: Fallback::Text("127.0.0.1:12345"),
 };
 const CLI_DATA_FILE: Setting = Setting {
@@ -189,11 +189,13 @@ SIGTERM stopped it before the winners arrived (run it again to go on).",
     }
 }
 
-/// `host:port` with a host and a port from 1 to 65535.
+/// `host:port` with a host and a port from 1 to 65535; a scheme or a path
+/// (`http://host:port/`) is not an address.
 fn parse_address(text: &str) -> Option<String> {
     let (host, port) = text.rsplit_once(':')?;
     let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
-    (!host.is_empty() && port_ok).then(|| text.to_string())
+    let host_ok = !host.is_empty() && !host.contains('/');
+    (host_ok && port_ok).then(|| text.to_string())
 }
 
 /// `CLI_TOKEN`: printable ASCII without spaces, at most `MAX_TOKEN_LEN` bytes.

@@ -92,10 +92,21 @@ fn the_client_needs_an_id_and_derives_its_data_file() {
         port.to_string().contains("unset it for the default"),
         "{port}"
     );
-    for bad in ["127.0.0.1:", ":12345", "localhost", "host:99999"] {
+    for bad in [
+        "127.0.0.1:",
+        ":12345",
+        "localhost",
+        "host:99999",
+        "http://127.0.0.1:1234",
+        "127.0.0.1:1234/",
+    ] {
         let pairs = [("CLI_ID", "1"), ("CLI_SERVER_ADDRESS", bad)];
         let env = env_of(&pairs);
-        assert!(ClientConfig::from_env(&env).is_err(), "{bad}");
+        let error = ClientConfig::from_env(&env).expect_err(bad).to_string();
+        assert!(
+            error.contains("HOST:PORT, such as 127.0.0.1:12345"),
+            "{error}"
+        );
     }
     let config = ClientConfig::from_env(&env_of(&[("CLI_ID", "3")])).unwrap();
     assert_eq!(config.data_file, PathBuf::from("data/agency-3.csv"));

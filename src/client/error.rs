@@ -242,6 +242,11 @@ impl ClientError {
     /// WELCOME. Nothing of what was stored is lost either way.
     pub(super) fn is_transient(&self) -> bool {
         match self {
+            // A peer that does not speak the protocol will not learn it by a retry.
+            ClientError::Connection {
+                source: ConnectionError::Protocol(_),
+                ..
+            } => false,
             ClientError::Connect { .. }
             | ClientError::Connection { .. }
             | ClientError::ServerClosed { .. } => true,

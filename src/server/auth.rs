@@ -162,7 +162,18 @@ impl Tokens {
                     format!("agency {agency}'s token is not printable ASCII without spaces"),
                 ));
             }
-            if by_agency.insert(agency, padded(bytes)).is_some() {
+            let token = padded(bytes);
+            // One token opens one agency's sessions: a token given twice would
+            // let one agency speak as the other.
+            if let Some((&other, _)) = by_agency.iter().find(|(_, known)| **known == token) {
+                return Err((
+                    number,
+                    format!(
+                        "agency {agency} has the same token as agency {other}; give each agency its own"
+                    ),
+                ));
+            }
+            if by_agency.insert(agency, token).is_some() {
                 return Err((number, format!("a second token for agency {agency}")));
             }
         }
@@ -232,6 +243,11 @@ mod tests {
         for (text, line, wanted) in [
             (format!("1 {A}\n2 short\n"), 2, "bytes"),
             (format!("1 {A}\n1 {B}\n"), 2, "second token"),
+            (
+                format!("1 {A}\n2 {A}\n"),
+                2,
+                "agency 2 has the same token as agency 1",
+            ),
             (format!("9 {A}\n"), 1, "not an agency"),
             (format!("x {A}\n"), 1, "not an agency"),
             (format!("1 {A} extra\n"), 1, "an agency and a token"),

@@ -174,9 +174,17 @@ impl Server {
             None => Access::LoopbackOnly,
         };
         let tls = match &config.tls {
-            Some((cert, key)) => Some(TlsSide::Server(
-                tls::server_config(cert, key).map_err(ServerError::Tls)?,
-            )),
+            Some((cert, key)) => {
+                if std::fs::metadata(key).is_ok_and(|meta| crate::files::open_to_others(&meta)) {
+                    warn!(
+                        "action: config | result: in_progress | path: {} | detail: the TLS private key can be read by other users; run chmod 600 on it",
+                        crate::text::shown(key)
+                    );
+                }
+                Some(TlsSide::Server(
+                    tls::server_config(cert, key).map_err(ServerError::Tls)?,
+                ))
+            }
             None => None,
         };
         let allowed = descriptors_for_connections();
