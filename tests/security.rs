@@ -126,6 +126,11 @@ fn a_bad_tokens_file_stops_the_start_naming_the_line() {
         (format!("1 {good}\n1 {good}x\n"), "line 2"),
         (format!("1 {good}\n"), "no token for agency 2"),
         (format!("1 {good}\n2 {good} extra\n"), "line 2"),
+        // One token for two agencies would let one speak as the other.
+        (
+            format!("1 {good}\n2 {good}\n"),
+            "agency 2 has the same token as agency 1",
+        ),
     ] {
         std::fs::write(&path, &text).unwrap();
         let mut server = ServerProcess::spawn(
@@ -143,7 +148,7 @@ fn a_bad_tokens_file_stops_the_start_naming_the_line() {
         assert!(!log.contains(good), "a token reached the log: {log}");
     }
     // Readable by others: it starts, with a warning.
-    std::fs::write(&path, format!("1 {good}\n2 {good}\n")).unwrap();
+    std::fs::write(&path, format!("1 {good}\n2 {good}x\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let server = ServerProcess::start(2, &[("SERVER_TOKENS_FILE", path.to_str().unwrap())]);
     server.wait_for_log("the tokens file can be read by other users");
