@@ -139,6 +139,16 @@ fn log_recovery(store: &BetStore, recovered: &Recovered) {
             crate::text::shown(store.path())
         );
     }
+    if let Some(damaged) = &recovered.damaged {
+        warn!(
+            "action: ronda_recuperada | result: in_progress | path: {} | linea: {} | bytes: {} | guardado_en: {} | detail: the bets file ended in a damaged tail ({}), with no good row after it: it was cut off and kept aside, is not counted, and its agencies send those bets again",
+            crate::text::shown(store.path()),
+            damaged.line,
+            damaged.bytes,
+            crate::text::shown(&damaged.saved_to),
+            crate::text::escape(&damaged.reason)
+        );
+    }
     if recovered.records_missing {
         warn!(
             "action: ronda_recuperada | result: in_progress | path: {} | detail: no FINISH records were beside the bets file; they start anew, and agencies that had finished send FINISH again",

@@ -46,7 +46,14 @@ impl Audit {
 pub(crate) fn audit(path: &Path, agencies: u32) -> Result<Audit, StorageError> {
     let file = open_for_reading(path)?;
     let mut recovered = Recovered::default();
-    scan_rows(path, &file, agencies, &mut recovered)?;
+    // A damaged tail is for a restart to move aside; the auditor reports it.
+    if let Some((row, reason)) = scan_rows(path, &file, agencies, &mut recovered)?.damaged {
+        return Err(StorageError::BadRow {
+            path: path.to_path_buf(),
+            row,
+            reason,
+        });
+    }
     let records_path = finishes::records_path(path);
     let records = match read_records(&records_path, agencies)? {
         RecordsRead::Read { records, .. } => records,

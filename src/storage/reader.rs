@@ -42,6 +42,7 @@ pub(crate) struct BetRows {
     rows_read: u64,
     /// Bytes after the last line end, at the end of the file: a row whose write
     /// was cut short, never acknowledged, and not a row.
+    #[cfg_attr(not(test), allow(dead_code))]
     unterminated: u64,
 }
 
@@ -77,7 +78,19 @@ impl BetRows {
         }
     }
 
+    /// Where in the file the row that the next `next_row` returns starts.
+    pub fn next_row_start(&self) -> u64 {
+        self.offset - (self.buffer.len() - self.lent) as u64
+    }
+
+    /// Whether reading stopped for good: a failed read, or a line longer than
+    /// any row (nothing after it can be read).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
     /// Once the rows are read: how many bytes follow the last line end.
+    #[cfg(test)]
     pub fn unterminated_tail(&self) -> u64 {
         self.unterminated
     }

@@ -14,7 +14,9 @@
 use super::error::{StorageError, io_error};
 use super::finishes::{self, FinishRecords, Record, RecordsRead, bad_records, read_records};
 use super::reader::BetRows;
+use super::rows::StoredRow;
 use crate::bet;
+use crate::bet::calendar::Date;
 use crate::files::open_to_others;
 use crate::wire::digest::{Digest, Hasher};
 use std::collections::HashMap;
@@ -51,6 +53,8 @@ pub(crate) struct Recovered {
     pub records_missing: bool,
     /// The bets file can be read by other users than the server's.
     pub readable_by_others: bool,
+    /// A damaged tail (bad rows with no good row after them) moved aside.
+    pub damaged: Option<DamagedTail>,
 }
 
 impl Recovered {
@@ -76,66 +80,189 @@ pub(super) fn recover(
         readable_by_others: open_to_others(&meta),
         ..Recovered::default()
     };
-    let tail = scan_rows(path, file, agencies, &mut recovered)?;
-    if tail > MAX_TORN_ROW_LEN {
-        return Err(StorageError::BadRow {
-            path: path.to_path_buf(),
-            row: recovered.bets + 1,
-            reason: format!("{tail} bytes without a line end: more than a row cut short"),
-        });
+    let scan = scan_rows(path, file, agencies, &mut recovered)?;
+    let tail = meta.len() - scan.valid_len;
+    match scan.damaged {
+        // A tail that is more than a row cut short: moved aside, never counted.
+        Some((line, reason)) => {
+            recovered.damaged = Some(move_aside(path, file, scan.valid_len, line, reason)?);
+        }
+        None if tail > MAX_TORN_ROW_LEN || holds_nul(path, file, scan.valid_len)? => {
+            let reason = format!(
+                "{tail} bytes without a line end, more than a row cut short (or NUL bytes, \
+                 which the disk, not a write, leaves)"
+            );
+            let line = recovered.bets + 1;
+            recovered.damaged = Some(move_aside(path, file, scan.valid_len, line, reason)?);
+        }
+        None => recovered.cut_bytes = tail,
     }
-    recovered.cut_bytes = tail;
     let records = recover_records(path, agencies, &mut recovered)?;
     if recovered.cut_bytes > 0 {
-        let len = meta.len() - recovered.cut_bytes;
-        file.set_len(len)
+        file.set_len(scan.valid_len)
             .and_then(|()| file.sync_data())
             .map_err(|e| io_error(path, "cut the last, unfinished row off", e))?;
     }
     Ok((recovered, records))
 }
 
-/// Counts and hashes every agency's rows, checking each one. Returns how many
-/// bytes follow the last line end.
+/// Whether the file's bytes from `from` on (at most a row's worth) hold a NUL:
+/// a write cut short leaves the start of a row, never NULs.
+fn holds_nul(path: &Path, file: &File, from: u64) -> Result<bool, StorageError> {
+    use std::os::unix::fs::FileExt;
+    let mut tail = vec![0u8; MAX_TORN_ROW_LEN as usize];
+    let read = file
+        .read_at(&mut tail, from)
+        .map_err(|e| io_error(path, "read the tail of", e))?;
+    Ok(tail[..read].contains(&0))
+}
+
+/// A damaged tail that recovery moved aside.
+#[derive(Debug, Clone)]
+pub(crate) struct DamagedTail {
+    /// The line of its first bad row, and what is wrong with it.
+    pub line: u64,
+    pub reason: String,
+    /// Its bytes, now in `saved_to` instead of the bets file.
+    pub bytes: u64,
+    pub saved_to: std::path::PathBuf,
+}
+
+/// Copies the file's bytes from `keep` on to a file of their own beside it
+/// (mode 0600, on disk), then cuts them off the bets file: nothing is lost,
+/// and nothing of them is counted.
+fn move_aside(
+    path: &Path,
+    file: &File,
+    keep: u64,
+    line: u64,
+    reason: String,
+) -> Result<DamagedTail, StorageError> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut saved_to = path.as_os_str().to_owned();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    saved_to.push(format!(".damaged-{stamp}"));
+    let saved_to = std::path::PathBuf::from(saved_to);
+    let mut tail = Vec::new();
+    let mut reader = file.try_clone().map_err(|e| io_error(path, "open", e))?;
+    reader
+        .seek(SeekFrom::Start(keep))
+        .and_then(|_| reader.read_to_end(&mut tail))
+        .map_err(|e| io_error(path, "read the damaged tail of", e))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(crate::files::PRIVATE_FILE_MODE)
+        .open(&saved_to)
+        .and_then(|mut out| out.write_all(&tail).and_then(|()| out.sync_all()))
+        .map_err(|e| io_error(&saved_to, "save the damaged tail to", e))?;
+    super::file::sync_directory_of(&saved_to)?;
+    file.set_len(keep)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error(path, "cut the damaged tail off", e))?;
+    Ok(DamagedTail {
+        line,
+        reason,
+        bytes: tail.len() as u64,
+        saved_to,
+    })
+}
+
+/// What reading the rows back found.
+pub(super) struct Scan {
+    /// Bytes of the rows counted, from the file's start.
+    pub valid_len: u64,
+    /// The first bad row, when no good row follows it: its line and why.
+    pub damaged: Option<(u64, String)>,
+}
+
+/// Counts and hashes every agency's rows, checking each one with the bet
+/// rules. A bad row followed by a good one stops the start; bad rows with
+/// nothing good after them are a damaged tail (`Scan::damaged`).
 pub(super) fn scan_rows(
     path: &Path,
     file: &File,
     agencies: u32,
     recovered: &mut Recovered,
-) -> Result<u64, StorageError> {
+) -> Result<Scan, StorageError> {
     let handle = file.try_clone().map_err(|e| io_error(path, "open", e))?;
     let mut rows = BetRows::between(path, handle, 0, u64::MAX);
-    let bad_row = |row: u64, reason: String| StorageError::BadRow {
-        path: path.to_path_buf(),
-        row,
-        reason,
-    };
+    let today = Date::today_utc();
     let mut encoded = Vec::with_capacity(1024);
-    while let Some(row) = rows.next_row() {
-        let row = row?;
-        let line = recovered.bets + 1;
-        row.check_names()
-            .map_err(|reason| bad_row(line, reason.to_string()))?;
-        if !(1..=agencies).contains(&row.agency) {
-            return Err(bad_row(
-                line,
-                format!(
-                    "agency {} is not one of the round's agencies, 1 to {agencies} \
-                     (SERVER_AGENCIES)",
-                    row.agency
-                ),
-            ));
+    let mut scan = Scan {
+        valid_len: 0,
+        damaged: None,
+    };
+    let mut line = 0;
+    loop {
+        let start = rows.next_row_start();
+        let Some(row) = rows.next_row() else {
+            break;
+        };
+        line += 1;
+        let checked = match row {
+            Ok(row) => Ok(row),
+            Err(e) => {
+                // A read that failed, or a line longer than any row: what
+                // follows cannot be read, so a damaged tail cannot be told
+                // from a bad middle.
+                if rows.is_stopped() {
+                    return Err(e);
+                }
+                match e {
+                    StorageError::BadRow { reason, .. } => Err(reason),
+                    other => return Err(other),
+                }
+            }
+        };
+        let row = match checked
+            .and_then(|row| check_row(&row, agencies, &mut encoded, today).map(|()| row))
+        {
+            Ok(row) => row,
+            Err(reason) => {
+                scan.damaged.get_or_insert((line, reason));
+                continue;
+            }
+        };
+        if let Some((bad, reason)) = scan.damaged.take() {
+            return Err(StorageError::BadRow {
+                path: path.to_path_buf(),
+                row: bad,
+                reason,
+            });
         }
-        encoded.clear();
-        row.encode_wire(&mut encoded)
-            .map_err(|reason| bad_row(line, reason.to_string()))?;
         let agency = recovered.per_agency.entry(row.agency).or_default();
         agency.count += 1;
         agency.hash.update(&encoded);
         agency.winners += u64::from(bet::has_won(row.number));
         recovered.bets += 1;
+        scan.valid_len = rows.next_row_start().max(start);
     }
-    Ok(rows.unterminated_tail())
+    Ok(scan)
+}
+
+/// Why a stored row cannot count: its agency, its columns, or a bet rule.
+/// On success `encoded` holds its wire encoding, for the digest.
+fn check_row(
+    row: &StoredRow<'_>,
+    agencies: u32,
+    encoded: &mut Vec<u8>,
+    today: Date,
+) -> Result<(), String> {
+    row.check_names().map_err(str::to_string)?;
+    if !(1..=agencies).contains(&row.agency) {
+        return Err(format!(
+            "agency {} is not one of the round's agencies, 1 to {agencies} (SERVER_AGENCIES)",
+            row.agency
+        ));
+    }
+    row.check_bet(encoded, today)
+        .map_err(|reason| format!("the bet breaks a rule: {reason}"))?;
+    // `check_bet` left the encoding in `encoded`; nothing else touched it.
+    Ok(())
 }
 
 /// Why a FINISH record does not match its agency's rows, or `None` when it does.

@@ -54,11 +54,11 @@ impl<'a> StoredRow<'a> {
 
     /// Appends the bet's wire encoding, as inside a BETS body (names unquoted,
     /// the number as its value): the bytes its agency's digest is made of.
-    pub fn encode_wire(&self, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    pub fn encode_wire(&self, out: &mut Vec<u8>) -> Result<(), String> {
         let (first, rest) = split_field(self.names)?;
         let (last, rest) = split_field(rest.ok_or("5 columns, expected 6")?)?;
         if rest.is_some() {
-            return Err("more than 6 columns");
+            return Err("more than 6 columns".into());
         }
         put_unquoted(out, first)?;
         put_unquoted(out, last)?;
@@ -66,6 +66,33 @@ impl<'a> StoredRow<'a> {
         put_unquoted(out, self.birthdate)?;
         out.extend_from_slice(&self.number.to_be_bytes());
         Ok(())
+    }
+
+    /// The stored bet, checked with the same rules as a live bet (`today` is the
+    /// day it is judged against). `encoded` is a scratch buffer: the names,
+    /// unquoted, are borrowed from it.
+    pub fn check_bet<'b>(
+        &self,
+        encoded: &'b mut Vec<u8>,
+        today: crate::bet::calendar::Date,
+    ) -> Result<(), String>
+    where
+        'a: 'b,
+    {
+        encoded.clear();
+        self.encode_wire(encoded)?;
+        // `encode_wire` wrote each name as a u16 length and its bytes.
+        let first_len = usize::from(u16::from_be_bytes([encoded[0], encoded[1]]));
+        let last_at = 2 + first_len;
+        let last_len = usize::from(u16::from_be_bytes([encoded[last_at], encoded[last_at + 1]]));
+        let bet = crate::bet::BetRef {
+            first_name: &encoded[2..last_at],
+            last_name: &encoded[last_at + 2..last_at + 2 + last_len],
+            document: self.document,
+            birthdate: self.birthdate,
+            number: self.number,
+        };
+        bet.validate(today).map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// The whole bet, names unquoted (tests compare stored bets with sent ones).

@@ -293,11 +293,60 @@ fn a_bad_row_stops_the_start_naming_its_line_and_touches_nothing() {
         message.contains("line 2") && message.contains("bets.csv"),
         "{message}"
     );
-    refused(&format!("{good}{good}1,\"A,B,1,2000-01-01,1\r\n"), 1, 3);
-    let message = refused(&format!("{good}7,A,B,1,2000-01-01,1\r\n"), 5, 2);
+    refused(&format!("{good}1,\"A,B,1,2000-01-01,1\r\n{good}"), 1, 2);
+    let message = refused(&format!("{good}7,A,B,1,2000-01-01,1\r\n{good}"), 5, 2);
     assert!(message.contains("agency 7"), "{message}");
     refused(&format!("{good}\r\n{good}"), 1, 2);
-    refused(&format!("{good}{}", "9".repeat(5000)), 1, 2);
+}
+
+#[test]
+fn rows_read_back_are_held_to_the_bet_rules() {
+    let good = "1,A,B,1,2000-01-01,1\r\n";
+    for (bad, wanted) in [
+        ("1,A,B,1,2000-01-01,10000", "number"),
+        ("1,A,B,12345678901,2000-01-01,1", "document"),
+        ("1,A,B,1,1990-02-30,1", "date"),
+        ("1,A,B,1,2999-01-01,1", "after today"),
+        ("1,\u{200B},B,1,2000-01-01,1", "letter"),
+        ("1,A\u{0}x,B,1,2000-01-01,1", "control"),
+    ] {
+        // In the middle of the round: the start stops, naming the line.
+        let message = refused(&format!("{good}{bad}\r\n{good}"), 1, 2);
+        assert!(
+            message.contains("breaks a rule") && message.contains(wanted),
+            "{bad:?}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_tail_is_moved_aside_and_never_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    let good = "1,A,B,1,2000-01-01,1\r\n";
+    let nuls = "\u{0}".repeat(4096);
+    for tail in [
+        format!("1,A,B,2,2000-01-01,10000\r\n{nuls}"),
+        nuls.clone(),
+        format!("{nuls}\n1,A,B,3,2000-0"),
+        "x,A,B,1,2000-01-01,1\r\n1,\"A,B,1\r\n".to_string(),
+    ] {
+        let text = format!("{good}{good}{tail}");
+        std::fs::write(&path, &text).unwrap();
+        let (store, recovered) = BetStore::open(&path, 1).unwrap();
+        let damaged = recovered.damaged.expect("a damaged tail");
+        assert_eq!((recovered.bets, damaged.line), (2, 3), "{tail:?}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{good}{good}")
+        );
+        // Nothing lost: the tail is kept, byte for byte, beside the round.
+        assert_eq!(std::fs::read(&damaged.saved_to).unwrap(), tail.as_bytes());
+        assert_eq!(counts(&store, 1), (2, false));
+        drop(store);
+        std::fs::remove_file(&damaged.saved_to).unwrap();
+        std::fs::remove_file(finishes::records_path(&path)).unwrap();
+    }
 }
 
 #[test]
