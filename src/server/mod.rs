@@ -149,6 +149,13 @@ fn log_recovery(store: &BetStore, recovered: &Recovered) {
             crate::text::escape(&damaged.reason)
         );
     }
+    if recovered.records_cut_bytes > 0 {
+        warn!(
+            "action: ronda_recuperada | result: in_progress | path: {} | bytes_cortados: {} | detail: the last FINISH record was cut short while being written (it was never acknowledged): it was cut off, and its agency sends FINISH again",
+            crate::text::shown(&store.records_path()),
+            recovered.records_cut_bytes
+        );
+    }
     if recovered.records_missing {
         warn!(
             "action: ronda_recuperada | result: in_progress | path: {} | detail: no FINISH records were beside the bets file; they start anew, and agencies that had finished send FINISH again",

@@ -17,6 +17,10 @@ pub enum StorageError {
     NoDirectory { path: PathBuf },
     /// The path is not a regular file (a directory, a FIFO, a device...).
     NotAFile { path: PathBuf, kind: &'static str },
+    /// The FINISH records' path is not a regular file.
+    RecordsNotAFile { path: PathBuf, kind: &'static str },
+    /// The bets file was deleted or replaced at its path while the server ran.
+    Replaced { path: PathBuf },
     /// Another process (another server) holds the bets file.
     Locked { path: PathBuf },
     /// A stored row cannot be read back.
@@ -55,6 +59,19 @@ impl fmt::Display for StorageError {
                 f,
                 "the bets file {} is a {kind}, not a regular file; point SERVER_BETS_FILE at a \
                  regular file (a new one starts a new round)",
+                crate::text::shown(path)
+            ),
+            StorageError::RecordsNotAFile { path, kind } => write!(
+                f,
+                "the FINISH records {} are a {kind}, not a regular file; move it away (the \
+                 round's records are a regular file beside the bets file)",
+                crate::text::shown(path)
+            ),
+            StorageError::Replaced { path } => write!(
+                f,
+                "the bets file {} was deleted or replaced while the server ran, so its acks \
+                 could no longer be kept; nothing more is stored: stop the server, put the \
+                 round's file back, and start it again",
                 crate::text::shown(path)
             ),
             StorageError::Locked { path } => write!(

@@ -136,6 +136,19 @@ pub(super) fn bad_records(path: &Path, line: u64, reason: String) -> StorageErro
 /// of the round (a last line without its line end was cut short while being
 /// written, never acknowledged, and is left out).
 pub(super) fn read_records(path: &Path, agencies: u32) -> Result<RecordsRead, StorageError> {
+    // Looked at before reading: reading a FIFO would wait for a writer.
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            if let Some(kind) = crate::files::not_a_file(meta.file_type()) {
+                return Err(StorageError::RecordsNotAFile {
+                    path: path.to_path_buf(),
+                    kind,
+                });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RecordsRead::Missing),
+        Err(e) => return Err(io_error(path, "inspect", e)),
+    }
     let text = match std::fs::read(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RecordsRead::Missing),

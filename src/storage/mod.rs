@@ -106,6 +106,11 @@ pub(crate) struct BetStore {
     commit: GroupCommit,
     /// The FINISH records; its lock also puts FINISHes one after another.
     finishes: Mutex<FinishRecords>,
+    /// The bets file's identity (device, inode) when it was opened.
+    identity: (u64, u64),
+    /// The file at the path is no longer the one this store writes: nothing
+    /// more is acknowledged (an ack would promise bets another file holds).
+    replaced: std::sync::atomic::AtomicBool,
 }
 
 impl BetStore {
@@ -133,9 +138,16 @@ impl BetStore {
                 .map(|(&agency, &(total, digest))| (agency, total, digest)),
         );
         let handle = file.try_clone().map_err(|e| io_error(path, "open", e))?;
+        let identity = {
+            use std::os::unix::fs::MetadataExt;
+            let meta = file.metadata().map_err(|e| io_error(path, "inspect", e))?;
+            (meta.dev(), meta.ino())
+        };
         let store = BetStore {
             path: path.to_path_buf(),
             agencies,
+            identity,
+            replaced: std::sync::atomic::AtomicBool::new(false),
             writer: Mutex::new(Writer {
                 file: AppendFile::new(file, len),
                 ledger,
@@ -200,6 +212,9 @@ impl BetStore {
         bets: &[ValidBet<'_>],
         body: &[u8],
     ) -> Result<Append, StorageError> {
+        if self.replaced.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(self.replaced_error());
+        }
         let count = bets.len() as u64;
         // A batch of one message's worth of bets makes somewhat more than 8 KiB
         // of rows (the agency and separators are added): one allocation, no growth.
@@ -229,7 +244,40 @@ impl BetStore {
     pub fn sync(&self, appended: Appended) -> Result<(), StorageError> {
         self.commit
             .sync(appended.end, &self.writer)
-            .map_err(|reason| io_error(&self.path, "flush to disk", std::io::Error::other(reason)))
+            .map_err(|reason| {
+                io_error(&self.path, "flush to disk", std::io::Error::other(reason))
+            })?;
+        self.check_in_place()
+    }
+
+    /// Whether the file at the bets file's path is still the one this store
+    /// writes (not deleted, renamed away or replaced); once it is not, never
+    /// again, and it is logged once.
+    fn check_in_place(&self) -> Result<(), StorageError> {
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::atomic::Ordering;
+        if self.replaced.load(Ordering::Relaxed) {
+            return Err(self.replaced_error());
+        }
+        let in_place = std::fs::metadata(&self.path)
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity && meta.nlink() > 0);
+        if in_place {
+            return Ok(());
+        }
+        if !self.replaced.swap(true, Ordering::Relaxed) {
+            log::error!(
+                "action: almacenar | result: fail | path: {} | error: {}",
+                crate::text::shown(&self.path),
+                self.replaced_error()
+            );
+        }
+        Err(self.replaced_error())
+    }
+
+    fn replaced_error(&self) -> StorageError {
+        StorageError::Replaced {
+            path: self.path.clone(),
+        }
     }
 
     /// Records that `agency` finished with `total` bets whose digest is

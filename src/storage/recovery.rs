@@ -55,6 +55,8 @@ pub(crate) struct Recovered {
     pub readable_by_others: bool,
     /// A damaged tail (bad rows with no good row after them) moved aside.
     pub damaged: Option<DamagedTail>,
+    /// Bytes of a last FINISH record cut short (never acknowledged), cut off.
+    pub records_cut_bytes: u64,
 }
 
 impl Recovered {
@@ -299,6 +301,7 @@ fn recover_records(
             return FinishRecords::create(&path, agencies);
         }
         RecordsRead::HeaderTorn => {
+            recovered.records_cut_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
             std::fs::remove_file(&path).map_err(|e| io_error(&path, "start again", e))?;
             return FinishRecords::create(&path, agencies);
         }
@@ -321,6 +324,7 @@ fn recover_records(
         .open(&path)
         .map_err(|e| io_error(&path, "open", e))?;
     if whole_len < file_len {
+        recovered.records_cut_bytes = file_len - whole_len;
         file.set_len(whole_len)
             .map_err(|e| io_error(&path, "cut the last, unfinished line off", e))?;
     }

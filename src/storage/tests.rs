@@ -551,3 +551,68 @@ fn a_bad_stored_row_is_reported_with_its_line() {
     ));
     assert!(rows.next_row().is_none());
 }
+
+#[test]
+fn a_bets_file_deleted_or_replaced_while_open_stops_every_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bets_file, path) = new_store(&dir, 1);
+    assert!(matches!(
+        store(&bets_file, 1, 0, &bets(0..2)),
+        Append::Stored(_)
+    ));
+    // Replaced at its path: another file now stands where the round was.
+    std::fs::rename(&path, dir.path().join("moved.csv")).unwrap();
+    std::fs::write(&path, "").unwrap();
+    let valid_bets = bets(2..3);
+    let valid: Vec<ValidBet> = valid_bets.iter().map(Bet::valid).collect();
+    let Ok(Append::Stored(appended)) = bets_file.append_batch(1, 2, &valid, &body_of(&valid_bets))
+    else {
+        panic!("the append itself goes to the open file");
+    };
+    let error = bets_file
+        .sync(appended)
+        .expect_err("no ack once the file is replaced");
+    assert!(matches!(error, StorageError::Replaced { .. }), "{error}");
+    assert!(error.to_string().contains("deleted or replaced"), "{error}");
+    // And nothing more is taken.
+    assert!(matches!(
+        bets_file.append_batch(1, 3, &valid, &body_of(&valid_bets)),
+        Err(StorageError::Replaced { .. })
+    ));
+}
+
+#[test]
+fn a_fifo_at_the_records_path_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    let records = finishes::records_path(&path);
+    let made = std::process::Command::new("mkfifo").arg(&records).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: mkfifo could not make a FIFO here");
+        return;
+    }
+    std::fs::write(&path, "1,A,B,1,2000-01-01,1\r\n").unwrap();
+    let error = BetStore::open(&path, 1).err().expect("refused, not hung");
+    assert!(
+        matches!(error, StorageError::RecordsNotAFile { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("FIFO"), "{error}");
+}
+
+#[test]
+fn a_last_finish_record_cut_short_is_counted_in_what_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    std::fs::write(&path, "").unwrap();
+    std::fs::write(
+        finishes::records_path(&path),
+        "agencies 1\nfinished 1 0 e3b0",
+    )
+    .unwrap();
+    let (_store, recovered) = BetStore::open(&path, 1).unwrap();
+    assert_eq!(
+        recovered.records_cut_bytes,
+        "finished 1 0 e3b0".len() as u64
+    );
+}
