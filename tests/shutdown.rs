@@ -182,3 +182,35 @@ fn a_signal_before_the_winners_stops_the_client_with_128_plus_its_number() {
         );
     }
 }
+
+#[test]
+fn a_long_start_reports_its_progress_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let bets_file = dir.path().join("bets.csv");
+    // Enough rows that reading them back takes over a second here.
+    let mut text = String::with_capacity(40 << 20);
+    for row in 0..1_000_000u32 {
+        text.push_str(&format!("1,Ana,Gil,{row},2000-01-01,{}\r\n", row % 10_000));
+    }
+    std::fs::write(&bets_file, &text).unwrap();
+    let mut server = ServerProcess::spawn(1, &[], dir.path(), &bets_file);
+    server.wait_for_log("action: ronda_recuperada | result: in_progress | filas_leidas:");
+    server.signal("TERM");
+    let (status, log) = server.wait_for_exit_and_log();
+    if log.contains("action: config | result: success") {
+        // The round was read before the signal arrived: an ordinary stop.
+        assert_eq!(status.code(), Some(0), "{log}");
+        return;
+    }
+    assert_eq!(status.code(), Some(0), "{log}");
+    server.assert_logged_in_order(&[
+        "action: shutdown | result: in_progress | signal: SIGTERM",
+        "action: shutdown | result: success | detail: stopped while reading the round back",
+        "action: exit | result: success",
+    ]);
+    // Nothing was changed: not a byte, and no FINISH records were made.
+    assert!(std::fs::read_to_string(&bets_file).unwrap() == text);
+    let mut records = bets_file.into_os_string();
+    records.push(".finished");
+    assert!(!std::path::Path::new(&records).exists());
+}

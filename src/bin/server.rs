@@ -2,7 +2,7 @@
 //! until SIGTERM/SIGINT, and maps the outcome to an exit status.
 
 use log::{LevelFilter, error, info};
-use lottery::{Server, ServerConfig, Shutdown};
+use lottery::{Server, ServerConfig, ServerError, Shutdown};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -20,13 +20,8 @@ fn main() -> ExitCode {
     if verify {
         return ExitCode::from(lottery::verify_round(&config));
     }
-    let server = match Server::bind(config) {
-        Ok(server) => server,
-        Err(e) => {
-            error!("action: config | result: fail | error: {e}");
-            return ExitCode::from(e.exit_status());
-        }
-    };
+    // The signal handlers come first: a long start (a large round read back)
+    // can be stopped too.
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
     let signals = match lottery::on_signal(move |signal| {
@@ -41,8 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(lottery::START_FAILED);
         }
     };
-    // The signal handlers are in place before `run` logs the ready line.
-    let outcome = server.run(shutdown);
+    let outcome = Server::bind_until(config, &shutdown).and_then(|server| server.run(shutdown));
     let (handle, thread) = signals;
     handle.close();
     let _ = thread.join();
@@ -50,6 +44,15 @@ fn main() -> ExitCode {
         Ok(()) => {
             info!("action: exit | result: success");
             ExitCode::SUCCESS
+        }
+        Err(e @ ServerError::Stopped) => {
+            info!("action: shutdown | result: success | detail: {e}");
+            info!("action: exit | result: success");
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.is_start_failure() => {
+            error!("action: config | result: fail | error: {e}");
+            ExitCode::from(e.exit_status())
         }
         Err(e) => {
             error!("action: exit | result: fail | error: {e}");

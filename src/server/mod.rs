@@ -70,15 +70,28 @@ pub enum ServerError {
     Tls(TlsError),
     /// Connection threads panicked (a bug); the server stopped in order anyway.
     HandlersPanicked { count: usize },
+    /// The stop was requested while the round was read back: nothing was
+    /// changed, and a clean stop's status (0) follows.
+    Stopped,
 }
 
 impl ServerError {
     /// The process exit status for this error: 2 for anything that stops the
     /// server from starting (the user must change the configuration or
     /// environment), 1 for a failure while serving.
+    /// Whether the server never started serving (logged as a configuration
+    /// failure); else it failed while running.
+    pub fn is_start_failure(&self) -> bool {
+        !matches!(
+            self,
+            ServerError::HandlersPanicked { .. } | ServerError::Stopped
+        )
+    }
+
     pub fn exit_status(&self) -> u8 {
         match self {
             ServerError::HandlersPanicked { .. } => 1,
+            ServerError::Stopped => 0,
             _ => START_FAILED,
         }
     }
@@ -105,6 +118,11 @@ impl fmt::Display for ServerError {
             ServerError::HandlersPanicked { count } => write!(
                 f,
                 "{count} connection threads panicked; this is a bug, please report it with the log"
+            ),
+            ServerError::Stopped => write!(
+                f,
+                "stopped while reading the round back; nothing was changed, and the next start \
+                 reads it again"
             ),
         }
     }
@@ -175,7 +193,16 @@ impl Server {
     /// the round it holds, if any) and the listening socket. When every agency
     /// of a resumed round had finished, the draw is held again here, before
     /// any agency is served.
-    pub fn bind(mut config: ServerConfig) -> Result<Server, ServerError> {
+    pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        Server::bind_until(config, &Shutdown::new())
+    }
+
+    /// `bind`, stopping early (`ServerError::Stopped`) when `shutdown` is
+    /// triggered while a round is read back: a long start can be stopped.
+    pub fn bind_until(
+        mut config: ServerConfig,
+        shutdown: &Shutdown,
+    ) -> Result<Server, ServerError> {
         let access = match &config.tokens_file {
             Some(path) => {
                 let (tokens, readable) =
@@ -212,7 +239,12 @@ impl Server {
             );
             config.max_connections = usize::try_from(allowed).unwrap_or(usize::MAX);
         }
-        let (store, recovered) = BetStore::open(&config.bets_file, config.agencies)?;
+        let keep_going = || !shutdown.is_triggered();
+        let opened = BetStore::open_until(&config.bets_file, config.agencies, &keep_going);
+        let (store, recovered) = match opened {
+            Err(StorageError::Interrupted { .. }) => return Err(ServerError::Stopped),
+            other => other?,
+        };
         log_recovery(&store, &recovered);
         let address = SocketAddr::new(config.ip, config.port);
         let listener = listen(address).map_err(|source| ServerError::Bind { address, source })?;

@@ -47,7 +47,8 @@ pub(crate) fn audit(path: &Path, agencies: u32) -> Result<Audit, StorageError> {
     let file = open_for_reading(path)?;
     let mut recovered = Recovered::default();
     // A damaged tail is for a restart to move aside; the auditor reports it.
-    if let Some((row, reason)) = scan_rows(path, &file, agencies, &mut recovered)?.damaged {
+    if let Some((row, reason)) = scan_rows(path, &file, agencies, &mut recovered, &|| true)?.damaged
+    {
         return Err(StorageError::BadRow {
             path: path.to_path_buf(),
             row,

@@ -21,6 +21,8 @@ pub enum StorageError {
     RecordsNotAFile { path: PathBuf, kind: &'static str },
     /// The bets file was deleted or replaced at its path while the server ran.
     Replaced { path: PathBuf },
+    /// The stop was requested while the round was being read back.
+    Interrupted { path: PathBuf, rows: u64 },
     /// Another process (another server) holds the bets file.
     Locked { path: PathBuf },
     /// A stored row cannot be read back.
@@ -65,6 +67,12 @@ impl fmt::Display for StorageError {
                 f,
                 "the FINISH records {} are a {kind}, not a regular file; move it away (the \
                  round's records are a regular file beside the bets file)",
+                crate::text::shown(path)
+            ),
+            StorageError::Interrupted { path, rows } => write!(
+                f,
+                "stopped while reading the round of {} back ({rows} rows read); nothing was \
+                 changed, and the next start reads it again",
                 crate::text::shown(path)
             ),
             StorageError::Replaced { path } => write!(

@@ -118,10 +118,22 @@ impl BetStore {
     /// it (mode 0600) or continues the round it holds, locks it for this
     /// process, and opens the FINISH records beside it. What was recovered is
     /// returned for the server to log.
+    #[cfg(test)]
     pub fn open(path: &Path, agencies: u32) -> Result<(BetStore, Recovered), StorageError> {
+        BetStore::open_until(path, agencies, &|| true)
+    }
+
+    /// `open`, reading a round back only while `keep_going` says so (checked
+    /// as the rows are read, with their progress logged about once a second):
+    /// else `StorageError::Interrupted`, and the files are as they were.
+    pub fn open_until(
+        path: &Path,
+        agencies: u32,
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<(BetStore, Recovered), StorageError> {
         let file = file::open_round_file(path)?;
         file::lock_for_this_server(path, &file)?;
-        let (recovered, records) = recovery::recover(path, &file, agencies)?;
+        let (recovered, records) = recovery::recover(path, &file, agencies, keep_going)?;
         file::sync_directory_of(path)?;
         let len = file
             .metadata()

@@ -72,6 +72,7 @@ pub(super) fn recover(
     path: &Path,
     file: &File,
     agencies: u32,
+    keep_going: &dyn Fn() -> bool,
 ) -> Result<(Recovered, FinishRecords), StorageError> {
     // What a killed server wrote but never flushed is in the page cache only:
     // flushed now, before a row of it is counted, promised or finished upon.
@@ -82,7 +83,7 @@ pub(super) fn recover(
         readable_by_others: open_to_others(&meta),
         ..Recovered::default()
     };
-    let scan = scan_rows(path, file, agencies, &mut recovered)?;
+    let scan = scan_rows(path, file, agencies, &mut recovered, keep_going)?;
     let tail = meta.len() - scan.valid_len;
     match scan.damaged {
         // A tail that is more than a row cut short: moved aside, never counted.
@@ -173,6 +174,31 @@ fn move_aside(
     })
 }
 
+/// Rows read between two looks at the stop request and the clock.
+const ROWS_PER_CHECK: u64 = 16_384;
+
+/// The progress of a long read, logged about once a second.
+struct Progress {
+    last: std::time::Instant,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn report(&mut self, rows: u64, at: u64, size: u64) {
+        if self.last.elapsed() >= std::time::Duration::from_secs(1) {
+            self.last = std::time::Instant::now();
+            log::info!(
+                "action: ronda_recuperada | result: in_progress | filas_leidas: {rows} | bytes_leidos: {at} | de: {size}"
+            );
+        }
+    }
+}
+
 /// What reading the rows back found.
 pub(super) struct Scan {
     /// Bytes of the rows counted, from the file's start.
@@ -189,7 +215,10 @@ pub(super) fn scan_rows(
     file: &File,
     agencies: u32,
     recovered: &mut Recovered,
+    keep_going: &dyn Fn() -> bool,
 ) -> Result<Scan, StorageError> {
+    let size = file.metadata().map_or(0, |m| m.len());
+    let mut progress = Progress::new();
     let handle = file.try_clone().map_err(|e| io_error(path, "open", e))?;
     let mut rows = BetRows::between(path, handle, 0, u64::MAX);
     let today = Date::today_utc();
@@ -201,6 +230,15 @@ pub(super) fn scan_rows(
     let mut line = 0;
     loop {
         let start = rows.next_row_start();
+        if line % ROWS_PER_CHECK == 0 {
+            if !keep_going() {
+                return Err(StorageError::Interrupted {
+                    path: path.to_path_buf(),
+                    rows: line,
+                });
+            }
+            progress.report(line, start, size);
+        }
         let Some(row) = rows.next_row() else {
             break;
         };
