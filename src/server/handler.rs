@@ -215,6 +215,7 @@ impl Handler {
         let sent = self
             .outbox
             .send(&mut self.conn, &self.context.store, self.peer);
+        self.stop_if_the_file_failed();
         sent.map_err(|e| {
             info!(
                 "action: responder | result: fail | peer: {} | error: {e}",
@@ -226,6 +227,14 @@ impl Handler {
                 Ending::Failed
             }
         })
+    }
+
+    /// After a failed flush nothing more can be acknowledged: the server stops
+    /// (its exit status says why), and a restart recovers from the disk.
+    fn stop_if_the_file_failed(&self) {
+        if self.context.store.poisoned().is_some() && !self.shutdown.is_triggered() {
+            self.shutdown.trigger();
+        }
     }
 
     /// Answers bytes that do not form a valid message: log, ERROR, close.
@@ -365,6 +374,7 @@ impl Handler {
             return Err(Ending::Refused);
         }
         if !refusal.is_the_peers() {
+            self.stop_if_the_file_failed();
             return Ok(());
         }
         self.refused_in_a_row += 1;

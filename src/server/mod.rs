@@ -54,6 +54,9 @@ use std::time::{Duration, Instant};
 /// After the stop starts, how long handlers get to finish their current request
 /// before their sockets are shut in both directions.
 const SHUTDOWN_GRACE_MS: u64 = 500;
+/// Exit status after a failed flush to disk: restart on the same file.
+pub const FLUSH_FAILED: u8 = 3;
+
 /// Why the server could not start or had to stop.
 #[derive(Debug)]
 pub enum ServerError {
@@ -73,25 +76,32 @@ pub enum ServerError {
     /// The stop was requested while the round was read back: nothing was
     /// changed, and a clean stop's status (0) follows.
     Stopped,
+    /// A flush of the bets file failed: the server acknowledged nothing more
+    /// and stopped in order; a restart on the same file recovers from the disk.
+    FlushFailed(StorageError),
 }
 
 impl ServerError {
-    /// The process exit status for this error: 2 for anything that stops the
-    /// server from starting (the user must change the configuration or
-    /// environment), 1 for a failure while serving.
     /// Whether the server never started serving (logged as a configuration
     /// failure); else it failed while running.
     pub fn is_start_failure(&self) -> bool {
         !matches!(
             self,
-            ServerError::HandlersPanicked { .. } | ServerError::Stopped
+            ServerError::HandlersPanicked { .. }
+                | ServerError::Stopped
+                | ServerError::FlushFailed(_)
         )
     }
 
+    /// The process exit status for this error: 2 for anything that stops the
+    /// server from starting (the user must change the configuration or
+    /// environment), 3 when the disk refused a flush while serving, 1 for any
+    /// other failure while serving.
     pub fn exit_status(&self) -> u8 {
         match self {
             ServerError::HandlersPanicked { .. } => 1,
             ServerError::Stopped => 0,
+            ServerError::FlushFailed(_) => FLUSH_FAILED,
             _ => START_FAILED,
         }
     }
@@ -119,6 +129,7 @@ impl fmt::Display for ServerError {
                 f,
                 "{count} connection threads panicked; this is a bug, please report it with the log"
             ),
+            ServerError::FlushFailed(e) => write!(f, "{e}"),
             ServerError::Stopped => write!(
                 f,
                 "stopped while reading the round back; nothing was changed, and the next start \
@@ -300,7 +311,12 @@ impl Server {
         let refuser = self.tls.as_ref().and_then(TlsRefuser::start);
         let handlers = self.accept_until(&shutdown, refuser.as_ref());
         drop(refuser);
-        match self.stop(handlers) {
+        let store = Arc::clone(&self.context.store);
+        let panicked = self.stop(handlers);
+        if let Some(e) = store.poisoned() {
+            return Err(ServerError::FlushFailed(e));
+        }
+        match panicked {
             0 => Ok(()),
             count => Err(ServerError::HandlersPanicked { count }),
         }

@@ -1,13 +1,18 @@
 //! Group commit: batches written at the same time share one flush to disk.
 //!
 //! The first thread that needs a flush syncs everything appended so far; the
-//! others wait on a `Condvar` for its result. A failed flush cuts off
-//! everything not yet durable (none of it was acknowledged), and every batch in
-//! that range gets the error. The flush runs on a handle of its own, without
-//! the writer's lock, so appends go on meanwhile.
+//! others wait on a `Condvar` for its result. The flush runs on a handle of its
+//! own, without the writer's lock, so appends go on meanwhile.
+//!
+//! A failed flush poisons the file for good: after a failed `fsync` the kernel
+//! may already have dropped the pages it could not write and marked them clean,
+//! so neither a cut nor a retry makes a later ack true. Every batch not yet on
+//! disk, and every one after, gets the error; the server stops, and a restart
+//! recovers from what the disk really holds.
 
 use crate::app::locks::{lock, wait_while};
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
 /// What the group commit needs of the file being appended to.
@@ -16,9 +21,6 @@ pub(super) trait Appender {
     fn position(&self) -> (u64, u64);
     /// Everything appended through `end` is on disk.
     fn durable_through(&self, end: u64);
-    /// A flush failed: cut the file back to `keep` bytes and forget what was
-    /// not on disk. Returns the bytes ever appended.
-    fn cut_back_to(&self, keep: u64) -> u64;
 }
 
 struct CommitState {
@@ -28,15 +30,15 @@ struct CommitState {
     durable_len: u64,
     /// A thread is running `fsync` now.
     syncing: bool,
-    /// Ranges `(after, through]` of appended positions whose batches were cut off.
-    failed: Vec<(u64, u64)>,
-    /// Why the last failed range failed, for the batches in it.
-    last_failure: String,
+    /// Why a flush failed, once one has: the file is poisoned for good.
+    poisoned: Option<String>,
 }
 
 /// The flushes of one file.
 pub(super) struct GroupCommit {
     state: Mutex<CommitState>,
+    /// Set with `CommitState::poisoned`, read without the lock.
+    poisoned: AtomicBool,
     committed: Condvar,
     /// A second handle on the file, so a flush runs without the writer's lock.
     handle: File,
@@ -50,10 +52,10 @@ impl GroupCommit {
                 resolved: 0,
                 durable_len,
                 syncing: false,
-                failed: Vec::new(),
-                last_failure: String::new(),
+                poisoned: None,
             }),
             committed: Condvar::new(),
+            poisoned: AtomicBool::new(false),
             handle,
         }
     }
@@ -63,22 +65,25 @@ impl GroupCommit {
         lock(&self.state).resolved >= end
     }
 
+    /// Why a flush failed, once one has.
+    pub fn poisoned(&self) -> Option<String> {
+        if !self.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.state).poisoned.clone()
+    }
+
     /// Waits until what was appended through `end` is on disk, flushing (for
-    /// everyone) if no other thread is. `Err` with the flush's error when it
-    /// failed and the batch was cut off.
+    /// everyone) if no other thread is. `Err` with the failed flush's error for
+    /// every batch not on disk when a flush failed, and every one after.
     pub fn sync(&self, end: u64, file: &impl Appender) -> Result<(), String> {
         let mut state = lock(&self.state);
         loop {
             if end <= state.resolved {
-                let failed = state
-                    .failed
-                    .iter()
-                    .any(|&(after, through)| after < end && end <= through);
-                return if failed {
-                    Err(state.last_failure.clone())
-                } else {
-                    Ok(())
-                };
+                return Ok(());
+            }
+            if let Some(reason) = &state.poisoned {
+                return Err(reason.clone());
             }
             if state.syncing {
                 state = wait_while(&self.committed, state, |s| s.syncing);
@@ -96,11 +101,8 @@ impl GroupCommit {
                     file.durable_through(target);
                 }
                 Err(e) => {
-                    let appended = file.cut_back_to(state.durable_len);
-                    let resolved = state.resolved;
-                    state.failed.push((resolved, appended));
-                    state.resolved = appended;
-                    state.last_failure = e.to_string();
+                    state.poisoned = Some(e.to_string());
+                    self.poisoned.store(true, Ordering::Release);
                 }
             }
             state.syncing = false;

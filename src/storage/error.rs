@@ -21,6 +21,8 @@ pub enum StorageError {
     RecordsNotAFile { path: PathBuf, kind: &'static str },
     /// The bets file was deleted or replaced at its path while the server ran.
     Replaced { path: PathBuf },
+    /// A flush to disk failed: nothing more is stored on this file.
+    FlushFailed { path: PathBuf, reason: String },
     /// The stop was requested while the round was being read back.
     Interrupted { path: PathBuf, rows: u64 },
     /// Another process (another server) holds the bets file.
@@ -67,6 +69,13 @@ impl fmt::Display for StorageError {
                 f,
                 "the FINISH records {} are a {kind}, not a regular file; move it away (the \
                  round's records are a regular file beside the bets file)",
+                crate::text::shown(path)
+            ),
+            StorageError::FlushFailed { path, reason } => write!(
+                f,
+                "could not flush {} to disk ({reason}); after a failed flush what the disk holds \
+                 is unknown, so nothing more is acknowledged and the server stops: start it \
+                 again on the same file, which recovers from what the disk holds",
                 crate::text::shown(path)
             ),
             StorageError::Interrupted { path, rows } => write!(

@@ -86,7 +86,7 @@ pub(super) struct AppendFile {
     file: File,
     /// Bytes of the file, all whole rows.
     len: u64,
-    /// Bytes ever appended, including those later cut off: names every batch uniquely.
+    /// Bytes ever appended by writes that succeeded: names every batch uniquely.
     appended: u64,
     /// A failed write may have left bytes past `len` that a cut could not remove.
     needs_cut: bool,
@@ -136,11 +136,5 @@ impl AppendFile {
         self.len = at + bytes.len() as u64;
         self.appended += bytes.len() as u64;
         Ok(self.appended)
-    }
-
-    /// Cuts the file back to `keep` bytes (what is known to be on disk).
-    pub fn cut_back_to(&mut self, keep: u64) {
-        self.needs_cut = self.file.set_len(keep).is_err();
-        self.len = keep;
     }
 }

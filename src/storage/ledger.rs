@@ -6,8 +6,8 @@
 //! Each agency's digest (protocol version 3) is a running SHA-256 over the
 //! bodies of its appended batches, hashed as they are appended, with a second
 //! one for the batches on disk: each pending batch carries the hash after it,
-//! so a failed flush puts an agency back to its durable count and digest
-//! together. An agency that has sent no bet has no hash state.
+//! so an agency's durable count and digest always go together. An agency that
+//! has sent no bet has no hash state.
 
 use crate::wire::digest::{self, Digest, Hasher};
 use std::collections::{HashMap, VecDeque};
@@ -180,16 +180,6 @@ impl Ledger {
                 ledger.durable += rows.count;
                 ledger.durable_hash = Some(rows.hash);
             }
-        }
-    }
-
-    /// Rows not yet on disk were cut off: each agency is back to its durable
-    /// count and digest.
-    pub fn forget_pending(&mut self) {
-        for rows in std::mem::take(&mut self.pending) {
-            let ledger = self.agency(rows.agency);
-            ledger.stored = ledger.durable;
-            ledger.hash = ledger.durable_hash.clone();
         }
     }
 

@@ -48,6 +48,7 @@ use ledger::{Admission, Ledger, judge_finish};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A batch that `append_batch` wrote (or found stored) and `sync` has yet to
 /// confirm on disk.
@@ -88,13 +89,6 @@ impl Appender for Mutex<Writer> {
     fn durable_through(&self, end: u64) {
         lock(self).ledger.durable_through(end);
     }
-
-    fn cut_back_to(&self, keep: u64) -> u64 {
-        let mut writer = lock(self);
-        writer.file.cut_back_to(keep);
-        writer.ledger.forget_pending();
-        writer.file.appended()
-    }
 }
 
 /// The bets file of a round, shared by every connection thread.
@@ -110,7 +104,9 @@ pub(crate) struct BetStore {
     identity: (u64, u64),
     /// The file at the path is no longer the one this store writes: nothing
     /// more is acknowledged (an ack would promise bets another file holds).
-    replaced: std::sync::atomic::AtomicBool,
+    replaced: AtomicBool,
+    /// The failed flush was logged.
+    poison_logged: AtomicBool,
 }
 
 impl BetStore {
@@ -159,7 +155,8 @@ impl BetStore {
             path: path.to_path_buf(),
             agencies,
             identity,
-            replaced: std::sync::atomic::AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
+            poison_logged: AtomicBool::new(false),
             writer: Mutex::new(Writer {
                 file: AppendFile::new(file, len),
                 ledger,
@@ -224,8 +221,11 @@ impl BetStore {
         bets: &[ValidBet<'_>],
         body: &[u8],
     ) -> Result<Append, StorageError> {
-        if self.replaced.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.replaced.load(Ordering::Relaxed) {
             return Err(self.replaced_error());
+        }
+        if let Some(reason) = self.commit.poisoned() {
+            return Err(self.poisoned_error(reason));
         }
         let count = bets.len() as u64;
         // A batch of one message's worth of bets makes somewhat more than 8 KiB
@@ -256,18 +256,38 @@ impl BetStore {
     pub fn sync(&self, appended: Appended) -> Result<(), StorageError> {
         self.commit
             .sync(appended.end, &self.writer)
-            .map_err(|reason| {
-                io_error(&self.path, "flush to disk", std::io::Error::other(reason))
-            })?;
+            .map_err(|reason| self.poisoned_error(reason))?;
         self.check_in_place()
+    }
+
+    /// Why nothing more is stored, once a flush failed; `None` before.
+    pub fn poisoned(&self) -> Option<StorageError> {
+        self.commit
+            .poisoned()
+            .map(|reason| self.poisoned_error(reason))
+    }
+
+    /// The error of every batch after a failed flush; logged the first time.
+    fn poisoned_error(&self, reason: String) -> StorageError {
+        let error = StorageError::FlushFailed {
+            path: self.path.clone(),
+            reason,
+        };
+        if !self.poison_logged.swap(true, Ordering::Relaxed) {
+            log::error!(
+                "action: almacenar | result: fail | path: {} | error: {error}",
+                crate::text::shown(&self.path)
+            );
+        }
+        error
     }
 
     /// Whether the file at the bets file's path is still the one this store
     /// writes (not deleted, renamed away or replaced); once it is not, never
     /// again, and it is logged once.
     fn check_in_place(&self) -> Result<(), StorageError> {
+        use Ordering;
         use std::os::unix::fs::MetadataExt;
-        use std::sync::atomic::Ordering;
         if self.replaced.load(Ordering::Relaxed) {
             return Err(self.replaced_error());
         }
