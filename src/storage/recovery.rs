@@ -141,7 +141,7 @@ fn move_aside(
     line: u64,
     reason: String,
 ) -> Result<DamagedTail, StorageError> {
-    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::io::{Seek, SeekFrom, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let mut saved_to = path.as_os_str().to_owned();
     let stamp = std::time::SystemTime::now()
@@ -149,18 +149,22 @@ fn move_aside(
         .map_or(0, |d| d.as_secs());
     saved_to.push(format!(".damaged-{stamp}"));
     let saved_to = std::path::PathBuf::from(saved_to);
-    let mut tail = Vec::new();
     let mut reader = file.try_clone().map_err(|e| io_error(path, "open", e))?;
     reader
         .seek(SeekFrom::Start(keep))
-        .and_then(|_| reader.read_to_end(&mut tail))
         .map_err(|e| io_error(path, "read the damaged tail of", e))?;
-    std::fs::OpenOptions::new()
+    // Copied through a small buffer: the tail may be as large as the file.
+    let bytes = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(crate::files::PRIVATE_FILE_MODE)
         .open(&saved_to)
-        .and_then(|mut out| out.write_all(&tail).and_then(|()| out.sync_all()))
+        .and_then(|mut out| {
+            let bytes = std::io::copy(&mut reader, &mut out)?;
+            out.flush()?;
+            out.sync_all()?;
+            Ok(bytes)
+        })
         .map_err(|e| io_error(&saved_to, "save the damaged tail to", e))?;
     super::file::sync_directory_of(&saved_to)?;
     file.set_len(keep)
@@ -169,7 +173,7 @@ fn move_aside(
     Ok(DamagedTail {
         line,
         reason,
-        bytes: tail.len() as u64,
+        bytes,
         saved_to,
     })
 }
