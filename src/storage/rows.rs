@@ -243,21 +243,42 @@ pub(crate) fn parse_row(line: &[u8]) -> Result<StoredRow<'_>, &'static str> {
 /// of the work of a row.
 pub(crate) fn agency_and_number(line: &[u8]) -> Option<(u32, u16)> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    // Both numbers are short: index loops over each end, no search set up.
+    // Both numbers are short: each is valued as it is scanned, from its end of
+    // the row, with no search set up and no second pass over its digits.
     let mut first = 0;
-    while first < line.len() && line[first].is_ascii_digit() {
+    let mut agency = 0u64;
+    while let Some(&byte) = line.get(first) {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        if first == MAX_DIGITS {
+            return None;
+        }
+        agency = agency * 10 + u64::from(digit);
         first += 1;
     }
-    let mut last = line.len();
-    while last > first && line[last - 1].is_ascii_digit() {
-        last -= 1;
-    }
-    if line.get(first) != Some(&b',') || last <= first + 1 || line[last - 1] != b',' {
+    if first == 0 || line.get(first) != Some(&b',') {
         return None;
     }
-    let agency = u32::try_from(parse_digits(&line[..first], MAX_DIGITS)?).ok()?;
-    let number = u16::try_from(parse_digits(&line[last..], MAX_DIGITS)?).ok()?;
-    Some((agency, number))
+    let mut last = line.len();
+    let (mut number, mut place) = (0u64, 1u64);
+    while last > first + 1 {
+        let digit = line[last - 1].wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        if line.len() - last == MAX_DIGITS {
+            return None;
+        }
+        number += u64::from(digit) * place;
+        place *= 10;
+        last -= 1;
+    }
+    if last == line.len() || last <= first + 1 || line[last - 1] != b',' {
+        return None;
+    }
+    Some((u32::try_from(agency).ok()?, u16::try_from(number).ok()?))
 }
 
 /// Digits a stored number can have: the agency is a `u32`, the number a `u16`.
@@ -433,6 +454,28 @@ mod tests {
             let plain = name.iter().any(|&b| b == b',' || b == b'"');
             assert_eq!(needs_quotes(&name), plain, "{name:?}");
         }
+    }
+
+    #[test]
+    fn the_draw_read_refuses_numbers_too_long_or_missing() {
+        for line in [
+            &b"12345678901,A,B,1,2000-01-01,5"[..],
+            b"1,A,B,1,2000-01-01,12345678901",
+            b"4294967296,A,B,1,2000-01-01,5",
+            b"1,A,B,1,2000-01-01,65536",
+            b"1,A,B,1,2000-01-01,",
+            b",A,B,1,2000-01-01,5",
+            b"1,5",
+            b"15",
+            b"",
+        ] {
+            assert_eq!(agency_and_number(line), None, "{line:?}");
+        }
+        assert_eq!(
+            agency_and_number(b"4294967295,A,1,65535\r"),
+            Some((u32::MAX, 65535))
+        );
+        assert_eq!(agency_and_number(b"0000000001,A,0000000007"), Some((1, 7)));
     }
 
     #[test]
