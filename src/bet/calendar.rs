@@ -137,10 +137,17 @@ mod tests {
             "",
             "2024-01-011",
             "+024-01-01",
+            "2024-0:-01",
+            "2024-01-/1",
+            "2:24-01-01",
+            "2024-01-0\u{0}",
         ] {
             assert_eq!(Date::parse(bad.as_bytes()), None, "{bad}");
         }
         assert_eq!(Date::parse(b"1999-12-31"), Some(date(1999, 12, 31)));
+        assert_eq!(Date::parse(b"2000-02-29"), Some(date(2000, 2, 29)));
+        assert_eq!(Date::parse(b"1900-02-29"), None);
+        assert_eq!(Date::parse(b"9999-09-09"), Some(date(9999, 9, 9)));
     }
 
     #[test]
