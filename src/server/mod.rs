@@ -156,6 +156,47 @@ pub struct Server {
     registry: Arc<Registry>,
     tls: Option<TlsSide>,
 }
+/// Who may open a session: the tokens file's agencies, else loopback peers only.
+fn access_of(config: &ServerConfig) -> Result<Access, ServerError> {
+    let Some(path) = &config.tokens_file else {
+        return Ok(Access::LoopbackOnly);
+    };
+    let (tokens, readable) = Tokens::load(path, config.agencies).map_err(ServerError::Tokens)?;
+    if readable {
+        warn!(
+            "action: config | result: in_progress | path: {} | detail: the tokens file can be read by other users; run chmod 600 on it",
+            crate::text::shown(path)
+        );
+    }
+    Ok(Access::Tokens(tokens))
+}
+
+/// The TLS side of the server, when a certificate and key are configured.
+fn tls_of(config: &ServerConfig) -> Result<Option<TlsSide>, ServerError> {
+    let Some((cert, key)) = &config.tls else {
+        return Ok(None);
+    };
+    if std::fs::metadata(key).is_ok_and(|meta| crate::files::open_to_others(&meta)) {
+        warn!(
+            "action: config | result: in_progress | path: {} | detail: the TLS private key can be read by other users; run chmod 600 on it",
+            crate::text::shown(key)
+        );
+    }
+    let server = tls::server_config(cert, key).map_err(ServerError::Tls)?;
+    Ok(Some(TlsSide::Server(server)))
+}
+
+/// Lowers the connection limit to what the open-files limit allows.
+fn limit_connections_to_descriptors(config: &mut ServerConfig) {
+    let allowed = descriptors_for_connections();
+    if config.max_connections as u64 > allowed {
+        warn!(
+            "action: config | result: in_progress | detail: SERVER_MAX_CONNECTIONS lowered from {} to {allowed}, what the open-files limit allows (raise it with ulimit -n)",
+            config.max_connections
+        );
+        config.max_connections = usize::try_from(allowed).unwrap_or(usize::MAX);
+    }
+}
 
 /// Says what a resumed round held, and warns of what the user should know.
 fn log_recovery(store: &BetStore, recovered: &Recovered) {
@@ -214,42 +255,9 @@ impl Server {
         mut config: ServerConfig,
         shutdown: &Shutdown,
     ) -> Result<Server, ServerError> {
-        let access = match &config.tokens_file {
-            Some(path) => {
-                let (tokens, readable) =
-                    Tokens::load(path, config.agencies).map_err(ServerError::Tokens)?;
-                if readable {
-                    warn!(
-                        "action: config | result: in_progress | path: {} | detail: the tokens file can be read by other users; run chmod 600 on it",
-                        crate::text::shown(path)
-                    );
-                }
-                Access::Tokens(tokens)
-            }
-            None => Access::LoopbackOnly,
-        };
-        let tls = match &config.tls {
-            Some((cert, key)) => {
-                if std::fs::metadata(key).is_ok_and(|meta| crate::files::open_to_others(&meta)) {
-                    warn!(
-                        "action: config | result: in_progress | path: {} | detail: the TLS private key can be read by other users; run chmod 600 on it",
-                        crate::text::shown(key)
-                    );
-                }
-                Some(TlsSide::Server(
-                    tls::server_config(cert, key).map_err(ServerError::Tls)?,
-                ))
-            }
-            None => None,
-        };
-        let allowed = descriptors_for_connections();
-        if config.max_connections as u64 > allowed {
-            warn!(
-                "action: config | result: in_progress | detail: SERVER_MAX_CONNECTIONS lowered from {} to {allowed}, what the open-files limit allows (raise it with ulimit -n)",
-                config.max_connections
-            );
-            config.max_connections = usize::try_from(allowed).unwrap_or(usize::MAX);
-        }
+        let access = access_of(&config)?;
+        let tls = tls_of(&config)?;
+        limit_connections_to_descriptors(&mut config);
         let keep_going = || !shutdown.is_triggered();
         let opened = BetStore::open_until(&config.bets_file, config.agencies, &keep_going);
         let (store, recovered) = match opened {

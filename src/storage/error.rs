@@ -41,72 +41,77 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// The file the error is about.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            StorageError::Io { path, .. }
+            | StorageError::NoDirectory { path }
+            | StorageError::NotAFile { path, .. }
+            | StorageError::RecordsNotAFile { path, .. }
+            | StorageError::Replaced { path }
+            | StorageError::FlushFailed { path, .. }
+            | StorageError::Interrupted { path, .. }
+            | StorageError::Locked { path }
+            | StorageError::BadRow { path, .. }
+            | StorageError::BadRecords { path, .. } => path,
+        }
+    }
+}
+
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every error names its file, escaped: a path comes from outside.
+        let path = crate::text::shown(self.path());
         match self {
-            StorageError::Io {
-                action,
-                path,
-                source,
-            } => write!(
+            StorageError::Io { action, source, .. } => {
+                write!(f, "could not {action} {path}: {source}")
+            }
+            StorageError::NoDirectory { .. } => write!(
                 f,
-                "could not {action} {}: {source}",
-                crate::text::shown(path)
+                "the directory of the bets file {path} does not exist; create it, or point \
+                 SERVER_BETS_FILE at a file in a directory that exists"
             ),
-            StorageError::NoDirectory { path } => write!(
+            StorageError::NotAFile { kind, .. } => write!(
                 f,
-                "the directory of the bets file {} does not exist; create it, or point \
-                 SERVER_BETS_FILE at a file in a directory that exists",
-                crate::text::shown(path)
+                "the bets file {path} is a {kind}, not a regular file; point SERVER_BETS_FILE at a \
+                 regular file (a new one starts a new round)"
             ),
-            StorageError::NotAFile { path, kind } => write!(
+            StorageError::RecordsNotAFile { kind, .. } => write!(
                 f,
-                "the bets file {} is a {kind}, not a regular file; point SERVER_BETS_FILE at a \
-                 regular file (a new one starts a new round)",
-                crate::text::shown(path)
+                "the FINISH records {path} are a {kind}, not a regular file; move it away (the \
+                 round's records are a regular file beside the bets file)"
             ),
-            StorageError::RecordsNotAFile { path, kind } => write!(
+            StorageError::FlushFailed { reason, .. } => write!(
                 f,
-                "the FINISH records {} are a {kind}, not a regular file; move it away (the \
-                 round's records are a regular file beside the bets file)",
-                crate::text::shown(path)
-            ),
-            StorageError::FlushFailed { path, reason } => write!(
-                f,
-                "could not flush {} to disk ({reason}); after a failed flush what the disk holds \
+                "could not flush {path} to disk ({reason}); after a failed flush what the disk holds \
                  is unknown, so nothing more is acknowledged and the server stops: start it \
-                 again on the same file, which recovers from what the disk holds",
-                crate::text::shown(path)
+                 again on the same file, which recovers from what the disk holds"
             ),
-            StorageError::Interrupted { path, rows } => write!(
+            StorageError::Interrupted { rows, .. } => write!(
                 f,
-                "stopped while reading the round of {} back ({rows} rows read); nothing was \
-                 changed, and the next start reads it again",
-                crate::text::shown(path)
+                "stopped while reading the round of {path} back ({rows} rows read); nothing was \
+                 changed, and the next start reads it again"
             ),
-            StorageError::Replaced { path } => write!(
+            StorageError::Replaced { .. } => write!(
                 f,
-                "the bets file {} was deleted or replaced while the server ran, so its acks \
+                "the bets file {path} was deleted or replaced while the server ran, so its acks \
                  could no longer be kept; nothing more is stored: stop the server, put the \
-                 round's file back, and start it again",
-                crate::text::shown(path)
+                 round's file back, and start it again"
             ),
-            StorageError::Locked { path } => write!(
+            StorageError::Locked { .. } => write!(
                 f,
-                "the bets file {} is in use by another server; stop that server first, or \
-                 point SERVER_BETS_FILE at another file",
-                crate::text::shown(path)
+                "the bets file {path} is in use by another server; stop that server first, or \
+                 point SERVER_BETS_FILE at another file"
             ),
-            StorageError::BadRow { path, row, reason } => write!(
+            StorageError::BadRow { row, reason, .. } => write!(
                 f,
-                "line {row} of the bets file {} cannot be read: {reason}; the file was left as \
-                 it is: repair or move it, or start a new round with a new SERVER_BETS_FILE",
-                crate::text::shown(path)
+                "line {row} of the bets file {path} cannot be read: {reason}; the file was left as \
+                 it is: repair or move it, or start a new round with a new SERVER_BETS_FILE"
             ),
-            StorageError::BadRecords { path, line, reason } => write!(
+            StorageError::BadRecords { line, reason, .. } => write!(
                 f,
-                "line {line} of the FINISH records {}: {reason}; the files were left as they are",
-                crate::text::shown(path)
+                "line {line} of the FINISH records {path}: {reason}; the files were left as they are"
             ),
         }
     }

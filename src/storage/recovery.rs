@@ -204,6 +204,7 @@ impl Progress {
 }
 
 /// What reading the rows back found.
+#[derive(Default)]
 pub(super) struct Scan {
     /// Bytes of the rows counted, from the file's start.
     pub valid_len: u64,
@@ -227,20 +228,12 @@ pub(super) fn scan_rows(
     let mut rows = BetRows::between(path, handle, 0, u64::MAX);
     let today = Date::today_utc();
     let mut encoded = Vec::with_capacity(1024);
-    let mut scan = Scan {
-        valid_len: 0,
-        damaged: None,
-    };
+    let mut scan = Scan::default();
     let mut line = 0;
     loop {
         let start = rows.next_row_start();
         if line % ROWS_PER_CHECK == 0 {
-            if !keep_going() {
-                return Err(StorageError::Interrupted {
-                    path: path.to_path_buf(),
-                    rows: line,
-                });
-            }
+            stop_if_asked(path, line, keep_going)?;
             progress.report(line, start, size);
         }
         let Some(row) = rows.next_row() else {
@@ -249,18 +242,7 @@ pub(super) fn scan_rows(
         line += 1;
         let checked = match row {
             Ok(row) => Ok(row),
-            Err(e) => {
-                // A read that failed, or a line longer than any row: what
-                // follows cannot be read, so a damaged tail cannot be told
-                // from a bad middle.
-                if rows.is_stopped() {
-                    return Err(e);
-                }
-                match e {
-                    StorageError::BadRow { reason, .. } => Err(reason),
-                    other => return Err(other),
-                }
-            }
+            Err(e) => Err(unreadable_row_reason(e, rows.is_stopped())?),
         };
         let row = match checked
             .and_then(|row| check_row(&row, agencies, &mut encoded, today).map(|()| row))
@@ -286,6 +268,34 @@ pub(super) fn scan_rows(
         scan.valid_len = rows.next_row_start().max(start);
     }
     Ok(scan)
+}
+
+/// `Interrupted` once a stop was asked for (`rows` read so far).
+fn stop_if_asked(
+    path: &Path,
+    rows: u64,
+    keep_going: &dyn Fn() -> bool,
+) -> Result<(), StorageError> {
+    if keep_going() {
+        return Ok(());
+    }
+    Err(StorageError::Interrupted {
+        path: path.to_path_buf(),
+        rows,
+    })
+}
+
+/// Why a row could not be read, when it may be part of a damaged tail; `Err`
+/// when nothing after it can be read (a read that failed, or a line longer
+/// than any row), so a damaged tail cannot be told from a bad middle.
+fn unreadable_row_reason(
+    error: StorageError,
+    reader_stopped: bool,
+) -> Result<String, StorageError> {
+    match error {
+        StorageError::BadRow { reason, .. } if !reader_stopped => Ok(reason),
+        other => Err(other),
+    }
 }
 
 /// Why a stored row cannot count: its agency, its columns, or a bet rule.
