@@ -12,6 +12,7 @@ use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A TCP stream whose reads end by a deadline.
@@ -23,6 +24,8 @@ pub(crate) struct Socket {
     /// (one system call) only when it must be.
     nonblocking: bool,
     read_timeout: Option<Duration>,
+    /// Set once the first bytes arrive from the peer (see `tell_when_heard`).
+    heard: Option<Arc<AtomicBool>>,
 }
 
 impl Socket {
@@ -32,7 +35,15 @@ impl Socket {
             deadline: None,
             nonblocking: false,
             read_timeout: None,
+            heard: None,
         }
+    }
+
+    /// Sets `heard` when the first bytes arrive from the peer, so that others
+    /// can tell a peer making progress (a TLS handshake, a HELLO under way)
+    /// from a silent one.
+    pub fn tell_when_heard(&mut self, heard: Arc<AtomicBool>) {
+        self.heard = Some(heard);
     }
 
     pub fn tcp(&self) -> &TcpStream {
@@ -78,7 +89,13 @@ impl Read for Socket {
             }
             self.set_read_timeout(left)?;
         }
-        (&*self.tcp).read(buf)
+        let read = (&*self.tcp).read(buf)?;
+        if read > 0
+            && let Some(heard) = self.heard.take()
+        {
+            heard.store(true, Ordering::Relaxed);
+        }
+        Ok(read)
     }
 }
 

@@ -3,14 +3,24 @@
 //! `Registry` is the set of open connections. It bounds them three ways, so
 //! that no one who can reach the port can take what the agencies need: at most
 //! `max_connections` in all; of those, at most a quarter that have not yet
-//! completed HELLO (when that share is full, a newcomer takes the place of the
-//! oldest one waiting over `EVICT_AFTER`, and is refused if none is); and at
-//! most `MAX_PER_AGENCY` for one agency. `LogLimiter` keeps what one peer's
+//! completed HELLO; and at most `MAX_PER_AGENCY` for one agency. When the
+//! share without HELLO is full, a newcomer takes the place of one waiting over
+//! `EVICT_AFTER`, chosen to be fair to slow honest peers and hard on floods: it
+//! is from the newcomer's own address if it can be (a flood from one address
+//! evicts only its own), else from the address holding the most of the share,
+//! if that is more than the newcomer's (one holding over half of it gives way
+//! at once, however young its connections); silent ones go before ones the
+//! peer has sent bytes on, and a
+//! connection making progress (a TLS handshake, a HELLO under way) from an
+//! address holding no more than half the share is never taken: its HELLO
+//! deadline ends it if it stalls. With none to take, the newcomer gets BUSY. `LogLimiter` keeps what one peer's
 //! refused requests write to the log to a few lines a second, counting the rest.
 
 use crate::app::locks::lock;
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,13 +62,50 @@ struct Entry {
     agency: Option<u32>,
     /// Shut to make room: no longer counted among those without HELLO.
     evicted: bool,
+    /// The peer has sent bytes on it (set by its socket).
+    heard: Arc<AtomicBool>,
+}
+
+impl Entry {
+    /// Counted among the connections without HELLO.
+    fn waits_for_hello(&self) -> bool {
+        self.agency.is_none() && !self.evicted
+    }
+
+    fn heard(&self) -> bool {
+        self.heard.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Default)]
 struct State {
     open: HashMap<u64, Entry>,
     without_hello: usize,
+    /// Connections without HELLO, per source address.
+    without_hello_from: HashMap<IpAddr, usize>,
     per_agency: HashMap<u32, usize>,
+}
+
+impl State {
+    fn without_hello_from(&self, ip: IpAddr) -> usize {
+        self.without_hello_from.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// One more (or one fewer) connection without HELLO from `ip`.
+    fn count_without_hello(&mut self, ip: IpAddr, more: bool) {
+        if more {
+            self.without_hello += 1;
+            *self.without_hello_from.entry(ip).or_default() += 1;
+            return;
+        }
+        self.without_hello -= 1;
+        if let Some(count) = self.without_hello_from.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.without_hello_from.remove(&ip);
+            }
+        }
+    }
 }
 
 /// The open connections and their limits.
@@ -86,6 +133,7 @@ impl Registry {
         id: u64,
         peer: SocketAddr,
         tcp: Arc<TcpStream>,
+        heard: Arc<AtomicBool>,
     ) -> Result<Option<SocketAddr>, Refusal> {
         let mut state = lock(&self.state);
         if state.open.len() >= self.max_connections {
@@ -93,18 +141,16 @@ impl Registry {
         }
         let mut evicted = None;
         if state.without_hello >= self.max_without_hello {
-            let oldest = state
-                .open
-                .iter_mut()
-                .filter(|(_, e)| e.agency.is_none() && !e.evicted)
-                .min_by_key(|(_, e)| e.accepted_at)
-                .map(|(_, e)| e)
-                .filter(|e| e.accepted_at.elapsed() >= self.evict_after)
+            let victim = self
+                .room_for(&state, peer.ip())
                 .ok_or(Refusal::TooManyWithoutHello)?;
-            oldest.evicted = true;
-            let _ = oldest.tcp.shutdown(Shutdown::Both);
-            evicted = Some(oldest.peer);
-            state.without_hello -= 1;
+            if let Some(entry) = state.open.get_mut(&victim) {
+                entry.evicted = true;
+                let _ = entry.tcp.shutdown(Shutdown::Both);
+                evicted = Some(entry.peer);
+                let ip = entry.peer.ip();
+                state.count_without_hello(ip, false);
+            }
         }
         state.open.insert(
             id,
@@ -114,10 +160,40 @@ impl Registry {
                 accepted_at: Instant::now(),
                 agency: None,
                 evicted: false,
+                heard,
             },
         );
-        state.without_hello += 1;
+        state.count_without_hello(peer.ip(), true);
         Ok(evicted)
+    }
+
+    /// The connection without HELLO a newcomer from `newcomer` may take the
+    /// place of (see the module doc), if any.
+    fn room_for(&self, state: &State, newcomer: IpAddr) -> Option<u64> {
+        let own = state.without_hello_from(newcomer);
+        let protected_up_to = self.max_without_hello / 2;
+        state
+            .open
+            .iter()
+            .filter(|(_, e)| e.waits_for_hello())
+            .filter(|(_, e)| {
+                let (ip, from) = (e.peer.ip(), state.without_hello_from(e.peer.ip()));
+                let fair = ip == newcomer || from > own;
+                // An address holding over half the share gives way to others at once.
+                let hogging = ip != newcomer && from > protected_up_to;
+                let due = hogging || e.accepted_at.elapsed() >= self.evict_after;
+                fair && due && !(e.heard() && from <= protected_up_to)
+            })
+            .min_by_key(|(_, e)| {
+                let from = state.without_hello_from(e.peer.ip());
+                (
+                    e.peer.ip() != newcomer,
+                    e.heard(),
+                    Reverse(from),
+                    e.accepted_at,
+                )
+            })
+            .map(|(&id, _)| id)
     }
 
     /// Records that connection `id` speaks for `agency`; refused (with the
@@ -132,9 +208,10 @@ impl Registry {
             return Ok(());
         };
         let counted = !entry.evicted;
+        let ip = entry.peer.ip();
         entry.agency = Some(agency);
         if counted {
-            state.without_hello -= 1;
+            state.count_without_hello(ip, false);
         }
         *state.per_agency.entry(agency).or_default() += 1;
         Ok(())
@@ -155,7 +232,7 @@ impl Registry {
                     }
                 }
             }
-            None if !entry.evicted => state.without_hello -= 1,
+            None if !entry.evicted => state.count_without_hello(entry.peer.ip(), false),
             None => {}
         }
     }
@@ -252,20 +329,149 @@ mod tests {
         (Arc::new(stream), peer)
     }
 
+    fn silent() -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(false))
+    }
+
+    fn heard() -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(true))
+    }
+
+    /// A registry of 16 slots (4 without HELLO) that lets any connection
+    /// without HELLO make room at once.
+    fn impatient() -> Registry {
+        Registry {
+            evict_after: Duration::ZERO,
+            ..Registry::new(16)
+        }
+    }
+
+    fn from(ip: &str, port: u16) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), port)
+    }
+
+    #[test]
+    fn a_flood_from_one_address_evicts_only_its_own() {
+        let registry = impatient();
+        let (tcp, _) = socket();
+        let agency = from("127.0.0.1", 1000);
+        registry
+            .admit(1, agency, Arc::clone(&tcp), silent())
+            .unwrap();
+        for id in 2..=4 {
+            registry
+                .admit(
+                    id,
+                    from("127.0.0.2", 2000 + id as u16),
+                    Arc::clone(&tcp),
+                    silent(),
+                )
+                .unwrap();
+        }
+        // The share is full; the flood's newcomers take the places of its own.
+        for id in 5..12 {
+            let evicted = registry.admit(
+                id,
+                from("127.0.0.2", 3000 + id as u16),
+                Arc::clone(&tcp),
+                silent(),
+            );
+            assert_eq!(
+                evicted.map(|e| e.map(|p| p.ip())),
+                Ok(Some(from("127.0.0.2", 0).ip()))
+            );
+        }
+        // A third address takes from the one holding the most.
+        let evicted = registry.admit(12, from("127.0.0.3", 1), Arc::clone(&tcp), silent());
+        assert_eq!(
+            evicted.map(|e| e.map(|p| p.ip())),
+            Ok(Some(from("127.0.0.2", 0).ip()))
+        );
+        registry.authenticate(1, 1).unwrap();
+    }
+
+    #[test]
+    fn a_connection_making_progress_is_not_evicted_and_silent_ones_go_first() {
+        let registry = impatient();
+        let (tcp, _) = socket();
+        let agency = from("127.0.0.1", 1000);
+        registry
+            .admit(1, agency, Arc::clone(&tcp), heard())
+            .unwrap();
+        registry
+            .admit(2, from("127.0.0.1", 1001), Arc::clone(&tcp), silent())
+            .unwrap();
+        registry
+            .admit(3, from("127.0.0.2", 1), Arc::clone(&tcp), heard())
+            .unwrap();
+        registry
+            .admit(4, from("127.0.0.2", 2), Arc::clone(&tcp), heard())
+            .unwrap();
+        // The agency's own address: the silent one goes, the one in progress stays.
+        let evicted = registry.admit(5, from("127.0.0.1", 1002), Arc::clone(&tcp), silent());
+        assert_eq!(evicted, Ok(Some(from("127.0.0.1", 1001))));
+        // Now every connection without HELLO is in progress from an address
+        // holding no more than half the share, or silent and newer: 5 goes.
+        let evicted = registry.admit(6, from("127.0.0.1", 1003), Arc::clone(&tcp), silent());
+        assert_eq!(evicted, Ok(Some(from("127.0.0.1", 1002))));
+        // A newcomer from the other address finds nothing it may take.
+        assert_eq!(
+            registry.admit(7, from("127.0.0.2", 3), Arc::clone(&tcp), silent()),
+            Err(Refusal::TooManyWithoutHello)
+        );
+    }
+
+    #[test]
+    fn an_address_holding_over_half_the_share_gives_way_to_another_at_once() {
+        // Connections must wait 250 ms before they may be evicted...
+        let registry = Registry::new(16);
+        let (tcp, _) = socket();
+        for id in 1..=4 {
+            let peer = from("127.0.0.2", id as u16);
+            registry
+                .admit(id, peer, Arc::clone(&tcp), silent())
+                .unwrap();
+        }
+        // ...but not by a newcomer from another address when one holds them all.
+        let evicted = registry.admit(5, from("127.0.0.1", 1), Arc::clone(&tcp), silent());
+        assert_eq!(
+            evicted.map(|e| e.map(|p| p.ip())),
+            Ok(Some(from("127.0.0.2", 0).ip()))
+        );
+        // The hogging address's own newcomers still wait their turn.
+        assert_eq!(
+            registry.admit(6, from("127.0.0.2", 9), Arc::clone(&tcp), silent()),
+            Err(Refusal::TooManyWithoutHello)
+        );
+    }
+
+    #[test]
+    fn bytes_alone_do_not_protect_an_address_holding_over_half_the_share() {
+        let registry = impatient();
+        let (tcp, _) = socket();
+        for id in 1..=4 {
+            registry
+                .admit(id, from("127.0.0.2", id as u16), Arc::clone(&tcp), heard())
+                .unwrap();
+        }
+        let evicted = registry.admit(5, from("127.0.0.2", 5), Arc::clone(&tcp), heard());
+        assert_eq!(evicted, Ok(Some(from("127.0.0.2", 1))));
+    }
+
     #[test]
     fn connections_without_hello_get_a_quarter_of_the_slots_and_the_oldest_makes_room() {
         let registry = Registry::new(8);
         let (tcp, peer) = socket();
-        registry.admit(1, peer, Arc::clone(&tcp)).unwrap();
-        registry.admit(2, peer, Arc::clone(&tcp)).unwrap();
+        registry.admit(1, peer, Arc::clone(&tcp), silent()).unwrap();
+        registry.admit(2, peer, Arc::clone(&tcp), silent()).unwrap();
         // The share (2 of 8) is full of recent connections: refused.
         assert_eq!(
-            registry.admit(3, peer, Arc::clone(&tcp)),
+            registry.admit(3, peer, Arc::clone(&tcp), silent()),
             Err(Refusal::TooManyWithoutHello)
         );
         // One completes HELLO: its slot no longer counts against the share.
         registry.authenticate(1, 7).unwrap();
-        registry.admit(3, peer, Arc::clone(&tcp)).unwrap();
+        registry.admit(3, peer, Arc::clone(&tcp), silent()).unwrap();
         assert_eq!(registry.count(), 3);
     }
 
@@ -276,11 +482,13 @@ mod tests {
             ..Registry::new(8)
         };
         let (first, peer) = socket();
-        registry.admit(1, peer, Arc::clone(&first)).unwrap();
+        registry
+            .admit(1, peer, Arc::clone(&first), silent())
+            .unwrap();
         let (second, _) = socket();
-        registry.admit(2, peer, second).unwrap();
+        registry.admit(2, peer, second, silent()).unwrap();
         let (third, _) = socket();
-        assert_eq!(registry.admit(3, peer, third), Ok(Some(peer)));
+        assert_eq!(registry.admit(3, peer, third, silent()), Ok(Some(peer)));
         // The oldest was shut: its reads end at once.
         let mut byte = [0u8; 1];
         first
@@ -301,7 +509,9 @@ mod tests {
         let registry = Registry::new(100);
         let (tcp, peer) = socket();
         for id in 0..=MAX_PER_AGENCY as u64 {
-            registry.admit(id, peer, Arc::clone(&tcp)).unwrap();
+            registry
+                .admit(id, peer, Arc::clone(&tcp), silent())
+                .unwrap();
         }
         for id in 0..MAX_PER_AGENCY as u64 {
             registry.authenticate(id, 1).unwrap();
@@ -320,10 +530,12 @@ mod tests {
         let registry = Registry::new(4);
         let (tcp, peer) = socket();
         for id in 0..4 {
-            registry.admit(id, peer, Arc::clone(&tcp)).unwrap();
+            registry
+                .admit(id, peer, Arc::clone(&tcp), silent())
+                .unwrap();
             registry.authenticate(id, id as u32).unwrap();
         }
-        assert_eq!(registry.admit(9, peer, tcp), Err(Refusal::Full));
+        assert_eq!(registry.admit(9, peer, tcp, silent()), Err(Refusal::Full));
     }
 
     #[test]

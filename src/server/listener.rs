@@ -15,6 +15,7 @@ use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -105,14 +106,15 @@ impl Server {
             handlers.retain(|h| !h.is_finished());
             next_id += 1;
             let tcp = Arc::new(stream);
-            if !self.admit(next_id, &tcp, peer, refuser) {
+            let heard = Arc::new(AtomicBool::new(false));
+            if !self.admit(next_id, &tcp, peer, &heard, refuser) {
                 continue;
             }
             let registration = Registration {
                 registry: Arc::clone(&self.registry),
                 id: next_id,
             };
-            match self.spawn_handler(next_id, tcp, peer, shutdown, registration) {
+            match self.spawn_handler(next_id, tcp, heard, peer, shutdown, registration) {
                 Ok(handle) => handlers.push(handle),
                 Err(e) => error!(
                     "action: conexion | result: fail | peer: {peer} | error: could not start a thread: {e}"
@@ -129,9 +131,13 @@ impl Server {
         id: u64,
         tcp: &Arc<TcpStream>,
         peer: SocketAddr,
+        heard: &Arc<AtomicBool>,
         refuser: Option<&TlsRefuser>,
     ) -> bool {
-        match self.registry.admit(id, peer, Arc::clone(tcp)) {
+        match self
+            .registry
+            .admit(id, peer, Arc::clone(tcp), Arc::clone(heard))
+        {
             Ok(evicted) => {
                 if let Some(evicted) = evicted
                     && let Some(suppressed) = self.context.log_limiter.allow(evicted.ip())
@@ -165,11 +171,13 @@ impl Server {
         &self,
         id: u64,
         tcp: Arc<TcpStream>,
+        heard: Arc<AtomicBool>,
         peer: SocketAddr,
         shutdown: &Shutdown,
         registration: Registration,
     ) -> io::Result<JoinHandle<()>> {
-        let stream = Stream::new(tcp, self.tls.as_ref()).map_err(io::Error::other)?;
+        let mut stream = Stream::new(tcp, self.tls.as_ref()).map_err(io::Error::other)?;
+        stream.socket().tell_when_heard(heard);
         let connection = Connection::new(
             stream,
             connection::SERVER_READ_BUFFER_LEN,

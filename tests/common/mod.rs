@@ -23,7 +23,7 @@ pub use process::{
     exit_and_log, logged_winner_count, output_of, peak_memory_kib, run_clients, run_expecting,
     signal_pid, spawn_agency, thread_count, wait_child, wait_for_threads,
 };
-pub use proxy::CuttingProxy;
+pub use proxy::{CuttingProxy, DelayProxy};
 pub use tls::{Certificates, TlsStream, tls_connect};
 pub use wire::{
     ANY_TOKEN, Digest, VERSION, Wire, assert_closed, batch_of, bet_bytes, bets_ack, bets_count,

@@ -1,6 +1,7 @@
 //! A TCP proxy that cuts every connection: it forwards bytes between a client
 //! and the server until a random number of them has crossed, then closes both
-//! sides, in whichever direction the budget ran out.
+//! sides, in whichever direction the budget ran out; and one that delays every
+//! byte, as a long network path would.
 
 use super::seeded;
 use std::io::{Read, Write};
@@ -86,6 +87,79 @@ impl Drop for CuttingProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A TCP proxy that delays every byte by the same time in each direction, as
+/// a long network path would: a slow but honest peer.
+pub struct DelayProxy {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DelayProxy {
+    /// Forwards to `upstream`, each chunk `delay` after it arrived.
+    pub fn start(upstream: SocketAddr, delay: std::time::Duration) -> DelayProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (Ok(c1), Ok(s1)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                std::thread::spawn(move || delayed_pipe(client, server, delay));
+                std::thread::spawn(move || delayed_pipe(s1, c1, delay));
+            }
+        });
+        DelayProxy {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// Copies `from` to `to`, each chunk `delay` after it was read, in order.
+fn delayed_pipe(mut from: TcpStream, mut to: TcpStream, delay: std::time::Duration) {
+    let (sender, receiver) = std::sync::mpsc::channel::<(std::time::Instant, Vec<u8>)>();
+    let writer = std::thread::spawn(move || {
+        for (due, chunk) in receiver {
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
+    let mut buffer = [0u8; 16384];
+    while let Ok(read) = from.read(&mut buffer) {
+        let due = std::time::Instant::now() + delay;
+        if read == 0 || sender.send((due, buffer[..read].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(sender);
+    let _ = writer.join();
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(self.addr);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
