@@ -129,7 +129,11 @@ pub(crate) fn write_rows<'a>(
         out.push(b',');
         out.extend_from_slice(bet.document);
         out.push(b',');
-        out.extend_from_slice(bet.birthdate);
+        // A valid birthdate is ten bytes: copied as such, no call to copy them.
+        match <&[u8; 10]>::try_from(bet.birthdate) {
+            Ok(date) => out.extend_from_slice(date),
+            Err(_) => out.extend_from_slice(bet.birthdate),
+        }
         out.push(b',');
         write_number(out, bet.number);
         out.extend_from_slice(b"\r\n");
