@@ -140,8 +140,8 @@ pub(crate) fn write_rows<'a>(
     }
 }
 
-/// Writes `value` in decimal.
-fn write_decimal(out: &mut Vec<u8>, mut value: u64) {
+/// `value`'s decimal digits: the buffer and where they start in it.
+fn decimal_digits(mut value: u64) -> ([u8; 20], usize) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -153,24 +153,19 @@ fn write_decimal(out: &mut Vec<u8>, mut value: u64) {
             break;
         }
     }
+    (digits, start)
+}
+
+/// Writes `value` in decimal.
+fn write_decimal(out: &mut Vec<u8>, value: u64) {
+    let (digits, start) = decimal_digits(value);
     out.extend_from_slice(&digits[start..]);
 }
 
 /// Writes a bet's number in decimal, a byte at a time (at most five digits:
 /// a call to copy them would cost more than the digits).
 fn write_number(out: &mut Vec<u8>, number: u16) {
-    let mut digits = [0u8; 5];
-    let mut start = digits.len();
-    let mut value = number;
-    loop {
-        start -= 1;
-        // `value % 10` is below 10, so the cast cannot truncate.
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
+    let (digits, start) = decimal_digits(u64::from(number));
     for &digit in &digits[start..] {
         out.push(digit);
     }

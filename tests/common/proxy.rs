@@ -10,25 +10,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-/// A running proxy; stopped when dropped.
-pub struct CuttingProxy {
-    pub addr: SocketAddr,
+/// A proxy's accept loop: each connection to `addr` is paired with one to
+/// the upstream server and handed to the proxy's own forwarding. Stopped when
+/// dropped.
+struct AcceptLoop {
+    addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    /// Connections cut before either side closed them.
-    pub cuts: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl CuttingProxy {
-    /// Forwards to `upstream`; each connection gets a budget of 1 to
-    /// `max_bytes` bytes (drawn from `seed`) before it is cut.
-    pub fn start(upstream: SocketAddr, max_bytes: u64, seed: u64) -> CuttingProxy {
+impl AcceptLoop {
+    /// `forward(client, server, client again, server again)` for every pair:
+    /// a clone of each side, so each direction can run on a thread of its own.
+    fn start(
+        upstream: SocketAddr,
+        forward: impl Fn(TcpStream, TcpStream, TcpStream, TcpStream) + Send + 'static,
+    ) -> AcceptLoop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let addr = listener.local_addr().expect("the proxy's address");
         let stop = Arc::new(AtomicBool::new(false));
-        let cuts = Arc::new(AtomicU64::new(0));
-        let random = Arc::new(Mutex::new(seeded(seed)));
-        let (stopping, cut_count) = (Arc::clone(&stop), Arc::clone(&cuts));
+        let stopping = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
@@ -38,22 +39,61 @@ impl CuttingProxy {
                 let Ok(server) = TcpStream::connect(upstream) else {
                     continue;
                 };
-                let budget = 1 + random.lock().map_or(1, |mut next| next() % max_bytes);
-                let left = Arc::new(AtomicU64::new(budget));
-                let cut_count = Arc::clone(&cut_count);
-                let (c1, s1) = (client.try_clone(), server.try_clone());
-                let (Ok(c1), Ok(s1)) = (c1, s1) else { continue };
-                let left2 = Arc::clone(&left);
-                let cut2 = Arc::clone(&cut_count);
-                std::thread::spawn(move || pipe(client, server, &left, &cut_count));
-                std::thread::spawn(move || pipe(s1, c1, &left2, &cut2));
+                let (Ok(c1), Ok(s1)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                forward(client, server, c1, s1);
             }
         });
-        CuttingProxy {
+        AcceptLoop {
             addr,
             stop,
-            cuts,
             thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for AcceptLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A running proxy that cuts connections; stopped when dropped.
+pub struct CuttingProxy {
+    pub addr: SocketAddr,
+    /// Connections cut before either side closed them.
+    pub cuts: Arc<AtomicU64>,
+    _accepting: AcceptLoop,
+}
+
+impl CuttingProxy {
+    /// Forwards to `upstream`; each connection gets a budget of 1 to
+    /// `max_bytes` bytes (drawn from `seed`) before it is cut.
+    pub fn start(upstream: SocketAddr, max_bytes: u64, seed: u64) -> CuttingProxy {
+        let cuts = Arc::new(AtomicU64::new(0));
+        let random = Mutex::new(seeded(seed));
+        let cut_count = Arc::clone(&cuts);
+        let accepting = AcceptLoop::start(upstream, move |client, server, c1, s1| {
+            let budget = 1 + random.lock().map_or(1, |mut next| next() % max_bytes);
+            let left = Arc::new(AtomicU64::new(budget));
+            let (left2, cuts1, cuts2) = (
+                Arc::clone(&left),
+                Arc::clone(&cut_count),
+                Arc::clone(&cut_count),
+            );
+            std::thread::spawn(move || pipe(client, server, &left, &cuts1));
+            std::thread::spawn(move || pipe(s1, c1, &left2, &cuts2));
+        });
+        CuttingProxy {
+            addr: accepting.addr,
+            cuts,
+            _accepting: accepting,
         }
     }
 }
@@ -83,52 +123,23 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, left: &AtomicU64, cuts: &AtomicU
     let _ = to.shutdown(Shutdown::Both);
 }
 
-impl Drop for CuttingProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// A TCP proxy that delays every byte by the same time in each direction, as
-/// a long network path would: a slow but honest peer.
+/// a long network path would: a slow but honest peer. Stopped when dropped.
 pub struct DelayProxy {
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _accepting: AcceptLoop,
 }
 
 impl DelayProxy {
     /// Forwards to `upstream`, each chunk `delay` after it arrived.
     pub fn start(upstream: SocketAddr, delay: std::time::Duration) -> DelayProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        let addr = listener.local_addr().expect("the proxy's address");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(upstream) else {
-                    continue;
-                };
-                let (Ok(c1), Ok(s1)) = (client.try_clone(), server.try_clone()) else {
-                    continue;
-                };
-                std::thread::spawn(move || delayed_pipe(client, server, delay));
-                std::thread::spawn(move || delayed_pipe(s1, c1, delay));
-            }
+        let accepting = AcceptLoop::start(upstream, move |client, server, c1, s1| {
+            std::thread::spawn(move || delayed_pipe(client, server, delay));
+            std::thread::spawn(move || delayed_pipe(s1, c1, delay));
         });
         DelayProxy {
-            addr,
-            stop,
-            thread: Some(thread),
+            addr: accepting.addr,
+            _accepting: accepting,
         }
     }
 }
@@ -155,14 +166,4 @@ fn delayed_pipe(mut from: TcpStream, mut to: TcpStream, delay: std::time::Durati
     drop(sender);
     let _ = writer.join();
     let _ = from.shutdown(Shutdown::Both);
-}
-
-impl Drop for DelayProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
