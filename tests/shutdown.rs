@@ -214,3 +214,49 @@ fn a_long_start_reports_its_progress_and_stops_cleanly_on_sigterm() {
     records.push(".finished");
     assert!(!std::path::Path::new(&records).exists());
 }
+
+#[test]
+fn a_draw_at_start_reports_itself_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let bets_file = dir.path().join("bets.csv");
+    // A finished round of one agency, large enough that drawing it takes a while.
+    let rows = 1_000_000u32;
+    let mut text = String::with_capacity(40 << 20);
+    let mut bets = Vec::with_capacity(rows as usize);
+    for row in 0..rows {
+        let (document, number) = (row.to_string(), (row % 10_000) as u16);
+        text.push_str(&format!("1,Ana,Gil,{document},2000-01-01,{number}\r\n"));
+        bets.push(bet_bytes(
+            b"Ana",
+            b"Gil",
+            document.as_bytes(),
+            b"2000-01-01",
+            number,
+        ));
+    }
+    std::fs::write(&bets_file, &text).unwrap();
+    let mut records = bets_file.clone().into_os_string();
+    records.push(".finished");
+    let records_text = format!("agencies 1\nfinished 1 {rows} {}\n", hex(&digest_of(&bets)));
+    std::fs::write(&records, &records_text).unwrap();
+
+    let mut server = ServerProcess::spawn(1, &[], dir.path(), &bets_file);
+    server.wait_for_log("action: sorteo | result: in_progress | detail: every agency");
+    server.signal("TERM");
+    let (status, log) = server.wait_for_exit_and_log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    if log.contains("action: config | result: success") {
+        // The draw ended before the signal arrived: an ordinary stop.
+        eprintln!("the draw ended before the signal");
+        return;
+    }
+    server.assert_logged_in_order(&[
+        "action: shutdown | result: in_progress | signal: SIGTERM",
+        "action: sorteo | result: fail | error: stopped while reading",
+        "action: shutdown | result: success",
+        "action: exit | result: success",
+    ]);
+    // Nothing was changed.
+    assert!(std::fs::read_to_string(&bets_file).unwrap() == text);
+    assert_eq!(std::fs::read_to_string(&records).unwrap(), records_text);
+}

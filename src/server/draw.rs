@@ -4,15 +4,24 @@
 //! documents of its bets that won (`has_won`: the number 7574), in the order
 //! they were stored. A large file is read by two threads, one half each, and
 //! their lists joined in file order, because the draw waits on parsing rows.
+//! A long draw logs its progress about once a second and stops early when
+//! asked (a SIGTERM while the server starts, or while it serves).
 
 use crate::bet::has_won;
 use crate::storage::{self, BetRows, StorageError};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// Files smaller than this are read by one thread.
 const PARALLEL_DRAW_MIN_BYTES: u64 = 4 << 20;
+/// Rows a reader reads between two looks at the stop request and the clock.
+const ROWS_PER_CHECK: u64 = 16_384;
+
+/// Whether the draw may go on; `false` stops it early.
+pub(crate) type KeepGoing<'a> = &'a (dyn Fn() -> bool + Sync);
 
 /// Each agency's winning documents, in the order the bets were stored. A list is
 /// kept as WINNERS carries it, comma-separated in one `String`: about ten bytes
@@ -81,16 +90,28 @@ impl Winners {
     }
 }
 
-/// Reads the bets file at `path` through `file` and keeps each agency's winners.
-pub(crate) fn compute_winners(path: &Path, file: &File) -> Result<Winners, StorageError> {
+/// Reads the bets file at `path` through `file` and keeps each agency's
+/// winners; `StorageError::Interrupted` once `keep_going` says stop.
+pub(crate) fn compute_winners(
+    path: &Path,
+    file: &File,
+    keep_going: KeepGoing<'_>,
+) -> Result<Winners, StorageError> {
     let io_error = |e| StorageError::Io {
         action: "read",
         path: path.to_path_buf(),
         source: e,
     };
+    let progress = Progress {
+        path,
+        keep_going,
+        rows: AtomicU64::new(0),
+        started: Instant::now(),
+        reported: AtomicU64::new(0),
+    };
     let reader = |from, to| -> Result<Winners, StorageError> {
         let handle = file.try_clone().map_err(io_error)?;
-        winners_between(BetRows::between(path, handle, from, to))
+        winners_between(BetRows::between(path, handle, from, to), &progress)
     };
     let Some(middle) = storage::middle_row_end(path, file, PARALLEL_DRAW_MIN_BYTES)? else {
         return reader(0, u64::MAX);
@@ -125,12 +146,54 @@ pub(crate) fn compute_winners(path: &Path, file: &File) -> Result<Winners, Stora
     })
 }
 
+/// The progress of one draw, shared by its readers.
+struct Progress<'a> {
+    path: &'a Path,
+    keep_going: KeepGoing<'a>,
+    /// Rows read by every reader, counted at their checks.
+    rows: AtomicU64,
+    started: Instant,
+    /// Whole seconds since `started` already reported.
+    reported: AtomicU64,
+}
+
+impl Progress<'_> {
+    /// A reader read `ROWS_PER_CHECK` more rows: stop if asked, and log the
+    /// rows read once a second (one reader logs each second).
+    fn check(&self) -> Result<(), StorageError> {
+        let rows = self.rows.fetch_add(ROWS_PER_CHECK, Ordering::Relaxed) + ROWS_PER_CHECK;
+        if !(self.keep_going)() {
+            return Err(StorageError::Interrupted {
+                path: self.path.to_path_buf(),
+                rows,
+            });
+        }
+        let seconds = self.started.elapsed().as_secs();
+        let reported = self.reported.load(Ordering::Relaxed);
+        if seconds > reported
+            && self
+                .reported
+                .compare_exchange(reported, seconds, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::info!("action: sorteo | result: in_progress | filas_leidas: {rows}");
+        }
+        Ok(())
+    }
+}
+
 /// The winners among the rows of one reader.
-fn winners_between(mut rows: BetRows) -> Result<Winners, StorageError> {
+fn winners_between(mut rows: BetRows, progress: &Progress<'_>) -> Result<Winners, StorageError> {
     let mut winners = Winners::default();
+    let mut until_check = ROWS_PER_CHECK;
     while let Some(row) = rows.next_for_draw() {
         let row = row?;
         winners.bets += 1;
+        until_check -= 1;
+        if until_check == 0 {
+            until_check = ROWS_PER_CHECK;
+            progress.check()?;
+        }
         if let Some(document) = row.document
             && has_won(row.number)
         {
@@ -162,7 +225,7 @@ mod tests {
     }
 
     fn draw(path: &Path) -> Result<Winners, StorageError> {
-        compute_winners(path, &File::open(path).unwrap())
+        compute_winners(path, &File::open(path).unwrap(), &|| true)
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl Handler {
                 );
                 self.outbox.reply(Reply::FinishAck { agency, digest });
                 self.send_outbox()?;
-                self.context.lottery.hold_draw_if_due(&self.context.store);
+                self.hold_draw_if_due();
                 Ok(Served::Progress)
             }
             Ok(Finish::CountMismatch { stored }) => {

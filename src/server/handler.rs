@@ -229,6 +229,15 @@ impl Handler {
         })
     }
 
+    /// Holds the draw if every agency has finished and nobody holds it yet; a
+    /// shutdown stops it early.
+    pub(super) fn hold_draw_if_due(&self) {
+        let keep_going = || !self.shutdown.is_triggered();
+        self.context
+            .lottery
+            .hold_draw_if_due(&self.context.store, &keep_going);
+    }
+
     /// After a failed flush nothing more can be acknowledged: the server stops
     /// (its exit status says why), and a restart recovers from the disk.
     fn stop_if_the_file_failed(&self) {

@@ -171,10 +171,10 @@ impl Lottery {
     /// Holds the draw if every agency has finished and it is due (the first
     /// time, or again after a failure): the one way the server draws, from
     /// the bets `store` holds, sealed with its FINISH records.
-    pub fn hold_draw_if_due(&self, store: &BetStore) {
+    pub fn hold_draw_if_due(&self, store: &BetStore, keep_going: draw::KeepGoing<'_>) {
         if self.claim_draw() {
             self.hold_draw(store.seal(), || {
-                draw::compute_winners(store.path(), &store.reader()?)
+                draw::compute_winners(store.path(), &store.reader()?, keep_going)
             });
         }
     }
@@ -199,6 +199,9 @@ impl Lottery {
                 winners.total(),
                 started.elapsed().as_millis()
             ),
+            Err(e @ StorageError::Interrupted { .. }) => {
+                info!("action: sorteo | result: fail | error: {e} | detail: the server is stopping")
+            }
             Err(e) => error!(
                 "action: sorteo | result: fail | error: {e} | detail: the draw is tried again on the next FINISH or GET_WINNERS"
             ),

@@ -269,7 +269,15 @@ impl Server {
         let listener = listen(address).map_err(|source| ServerError::Bind { address, source })?;
         let lottery = Lottery::new(config.agencies, recovered.finished.keys().copied());
         let store = Arc::new(store);
-        lottery.hold_draw_if_due(&store);
+        if recovered.finished.len() == config.agencies as usize {
+            info!(
+                "action: sorteo | result: in_progress | detail: every agency of the round read back had finished: drawing before serving"
+            );
+        }
+        lottery.hold_draw_if_due(&store, &keep_going);
+        if shutdown.is_triggered() {
+            return Err(ServerError::Stopped);
+        }
         let registry = Arc::new(Registry::new(config.max_connections));
         let context = Arc::new(Context {
             lottery,

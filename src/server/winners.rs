@@ -14,7 +14,7 @@ impl Handler {
     pub(super) fn winners(&mut self, agency: u32) -> Result<Served, Stop> {
         // Nothing owed waits while this request waits on the draw.
         self.send_outbox()?;
-        self.context.lottery.hold_draw_if_due(&self.context.store);
+        self.hold_draw_if_due();
         // One wait at a time, and no more in all than SERVER_DRAW_WAIT_MS: a
         // request already followed by others (pipelined) is answered at once.
         let wait = if self.conn.buffered() > 0 {
