@@ -242,16 +242,32 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn the_eight_byte_path_agrees_with_the_plain_rules() {
+    /// Checks the fast path against the plain rules on every sample; returns
+    /// how many it answered.
+    fn assert_agrees_with_the_plain_rules(samples: &[Vec<u8>]) -> usize {
         let mut answered = 0;
-        for bytes in long_samples() {
-            if let Some(fast) = check_name_fast(&bytes) {
+        for bytes in samples {
+            if let Some(fast) = check_name_fast(bytes) {
                 answered += 1;
-                assert_eq!(fast, check_name_plain(&bytes), "{bytes:?}");
+                assert_eq!(fast, check_name_plain(bytes), "{bytes:?}");
             }
         }
+        answered
+    }
+
+    #[test]
+    fn the_eight_byte_path_agrees_with_the_plain_rules() {
+        let samples = long_samples();
+        let answered = assert_agrees_with_the_plain_rules(&samples);
         assert!(answered > 1000, "the fast path is exercised: {answered}");
+        let word_runs = samples
+            .iter()
+            .filter(|bytes| bytes.len() >= 8 && letters_and_spaces(word_at(bytes, 0)).is_some())
+            .count();
+        assert!(
+            word_runs > 1000,
+            "the eight-byte path is exercised: {word_runs}"
+        );
         for word in [
             *b"AbCdEfGh",
             *b"        ",
@@ -273,13 +289,7 @@ mod tests {
 
     #[test]
     fn the_name_check_agrees_with_the_plain_rules_wherever_it_answers() {
-        let mut answered = 0;
-        for bytes in samples() {
-            if let Some(fast) = check_name_fast(&bytes) {
-                answered += 1;
-                assert_eq!(fast, check_name_plain(&bytes), "{bytes:?}");
-            }
-        }
+        let answered = assert_agrees_with_the_plain_rules(&samples());
         assert!(answered > 1000, "the fast path is exercised: {answered}");
     }
 }
