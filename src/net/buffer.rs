@@ -37,21 +37,25 @@ impl ReadBuffer {
     }
 
     /// The bytes read and not yet consumed.
+    #[inline]
     pub fn unread(&self) -> &[u8] {
         &self.bytes[self.start..self.end]
     }
 
     /// How many bytes are read and not yet consumed.
+    #[inline]
     pub fn len(&self) -> usize {
         self.end - self.start
     }
 
     /// Whether every byte read has been consumed.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }
 
     /// Marks the first `count` unread bytes as used (all of them if fewer).
+    #[inline]
     pub fn consume(&mut self, count: usize) {
         self.start = (self.start + count).min(self.end);
         if self.start == self.end {
