@@ -5,7 +5,7 @@
 //! few calls on them and they are tested here byte for byte.
 
 use crate::bet::ValidBet;
-use crate::wire::{self, ProtocolError};
+use crate::wire;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -40,31 +40,19 @@ impl Batcher {
     }
 
     /// Adds a bet. When it does not fit the batch being packed, that batch is
-    /// returned whole and the bet starts the next one. A bet too large for any
-    /// message is an error and is not added.
-    pub fn push(&mut self, bet: &ValidBet<'_>) -> Result<Option<Batch>, ProtocolError> {
+    /// returned whole and the bet starts the next one (a valid bet always
+    /// fits an empty batch: it is a small fraction of a message).
+    pub fn push(&mut self, bet: &ValidBet<'_>) -> Option<Batch> {
         let len = wire::encoded_len(**bet);
-        if len > wire::MAX_BETS_BODY_LEN {
-            return Err(ProtocolError::TooLarge {
-                len,
-                limit: wire::MAX_BETS_BODY_LEN,
-            });
-        }
         let full = self.count == self.max_count || self.body.len() + len > wire::MAX_BETS_BODY_LEN;
         let done = if self.count > 0 && full {
             self.take()
         } else {
             None
         };
-        // Straight into the body: a bet within the limit always encodes (and
-        // were one not to, none of it would stay).
-        let before = self.body.len();
-        if let Err(e) = wire::encode_bet(**bet, &mut self.body) {
-            self.body.truncate(before);
-            return Err(e);
-        }
+        wire::encode_valid_bet(bet, &mut self.body);
         self.count += 1;
-        Ok(done)
+        done
     }
 
     /// The batch being packed, if it holds any bet.
@@ -174,7 +162,7 @@ mod tests {
         let mut batcher = Batcher::new(3, 10);
         let mut batches = Vec::new();
         for b in &bets {
-            batches.extend(batcher.push(&b.valid()).unwrap());
+            batches.extend(batcher.push(&b.valid()));
         }
         batches.extend(batcher.take());
         let shape: Vec<(u64, u16)> = batches.iter().map(|b| (b.first, b.count)).collect();
@@ -193,7 +181,7 @@ mod tests {
         let mut batcher = Batcher::new(usize::MAX, 0);
         let mut batches = Vec::new();
         for _ in 0..100 {
-            batches.extend(batcher.push(&long.valid()).unwrap());
+            batches.extend(batcher.push(&long.valid()));
         }
         batches.extend(batcher.take());
         assert!(batches.len() > 1);

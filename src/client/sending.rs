@@ -67,27 +67,25 @@ impl FilePass {
     }
 
     /// Counts and hashes a valid bet; returns a full batch to send, if one is.
-    /// A bet that cannot be encoded is not counted.
-    fn take(&mut self, bet: &ValidBet<'_>) -> Result<Option<Batch>, ProtocolError> {
+    fn take(&mut self, bet: &ValidBet<'_>) -> Option<Batch> {
+        self.valid += 1;
         if self.sending {
-            let batch = self.batcher.push(bet)?;
-            self.valid += 1;
+            let batch = self.batcher.push(bet);
             if let Some(batch) = &batch {
                 self.hasher.update(&batch.body);
             }
-            return Ok(batch);
+            return batch;
         }
         // Skipped (the server holds it) or only counted: hashed here.
         self.encoded.clear();
-        wire::encode_bet(**bet, &mut self.encoded)?;
+        wire::encode_valid_bet(bet, &mut self.encoded);
         self.hasher.update(&self.encoded);
-        self.valid += 1;
         if self.valid == self.from {
             let prefix = self.hasher.digest();
             self.prefix = Some(prefix);
             self.sending = self.send && prefix == self.expected;
         }
-        Ok(None)
+        None
     }
 
     /// The batch being packed, if any, hashed.
@@ -220,16 +218,15 @@ impl Agency {
                 }
                 Err(e) => Err(e.to_string()),
             };
-            let problem = match bet.map(|bet| pass.take(&bet)) {
-                Ok(Ok(batch)) => {
+            let problem = match bet {
+                Ok(bet) => {
+                    let batch = pass.take(&bet);
                     self.read = self.read.max(pass.valid);
                     if let Some(batch) = batch {
                         self.send_batch(session, batch, &mut pass.window, deadline)?;
                     }
                     continue;
                 }
-                // Validated bets always fit a message; were one not to, it is skipped.
-                Ok(Err(e)) => e.to_string(),
                 Err(problem) => problem,
             };
             pass.invalid += row.lines;

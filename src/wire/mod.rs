@@ -24,7 +24,9 @@ pub(crate) use limits::{
     MAX_BETS_BODY_LEN, MAX_MESSAGE_LEN, MAX_REPLY_LEN, MAX_TOKEN_LEN, PROTOCOL_VERSION,
 };
 pub(crate) use reply::{AgencyStatus, Reply, decode_reply, winners_replies};
+#[cfg(test)]
+pub(crate) use request::encode_bet;
 pub(crate) use request::{
-    BetBatch, Request, decode_first_request, decode_request, encode_bet, encode_bets_message,
+    BetBatch, Request, decode_first_request, decode_request, encode_bets_message, encode_valid_bet,
     encoded_len,
 };

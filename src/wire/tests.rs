@@ -554,3 +554,31 @@ fn seeded_mutated_replies_never_panic_and_stay_within_their_bound() {
         }
     }
 }
+
+#[test]
+fn a_valid_bet_encodes_to_the_same_bytes_unchecked_as_checked() {
+    let mut rng = fastrand::Rng::with_seed(0x00E7_C0DE_0000_0001);
+    let letters = ["a", "Z", " ", "ñ", "É", "ß", "'", "-", "Ω", "語"];
+    let mut text = |max: usize| {
+        let mut s = String::from("N");
+        while s.len() < max && rng.u8(..8) != 0 {
+            s.push_str(letters[rng.usize(..letters.len())]);
+        }
+        s
+    };
+    let (mut checked, mut unchecked) = (Vec::new(), Vec::new());
+    for round in 0..5_000 {
+        let bet = Bet {
+            first_name: text(if round % 7 == 0 { 253 } else { 20 }),
+            last_name: text(if round % 11 == 0 { 253 } else { 12 }),
+            document: "1234567890"[..1 + round % 10].into(),
+            birthdate: format!("{}-02-{:02}", 1900 + round % 120, 1 + round % 28),
+            number: (round % 10_000) as u16,
+        };
+        let valid = bet.valid();
+        encode_bet(*valid, &mut checked).unwrap();
+        encode_valid_bet(&valid, &mut unchecked);
+        assert_eq!(unchecked, checked, "{bet:?}");
+    }
+    assert!(checked.len() > 100_000);
+}
