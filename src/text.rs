@@ -111,6 +111,30 @@ pub(crate) fn word_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
 }
 
+/// Whether `test` holds for every word of eight-byte words that together
+/// cover `bytes`: from the start, the last one overlapping the one before
+/// (under eight bytes, one word of two overlapping four-byte halves), so no
+/// tail is left to read byte by byte. `None` under four bytes.
+#[inline]
+pub(crate) fn all_words(bytes: &[u8], mut test: impl FnMut(u64) -> bool) -> Option<bool> {
+    let len = bytes.len();
+    if len < 8 {
+        let half = |at: usize| bytes.get(at..at + 4).map(|b| [b[0], b[1], b[2], b[3]]);
+        let (low, high) = (half(0)?, half(len.checked_sub(4)?)?);
+        return Some(test(
+            u64::from(u32::from_le_bytes(low)) | u64::from(u32::from_le_bytes(high)) << 32,
+        ));
+    }
+    let mut at = 0;
+    while at + 8 < len {
+        if !test(word_at(bytes, at)) {
+            return Some(false);
+        }
+        at += 8;
+    }
+    Some(test(word_at(bytes, len - 8)))
+}
+
 /// The high bit of every byte of `word` that is `byte`, and no other bit: the
 /// zero-byte test on `word ^ byte`, exact (no carry crosses a byte).
 pub(crate) fn byte_mask(word: u64, byte: u8) -> u64 {

@@ -9,7 +9,9 @@
 //! name, which the plain rule checks. A seeded differential test keeps the two
 //! in agreement. The word check saves each side about 35 instructions per bet.
 
-use crate::text::{byte_mask, word_at};
+#[cfg(test)]
+use crate::text::word_at;
+use crate::text::{all_words, byte_mask};
 
 /// What is wrong with a name's text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,28 +95,16 @@ fn check_name_fast(name: &[u8]) -> Option<Result<(), NameProblem>> {
 
 /// Whether a name of at least four bytes is only ASCII letters and spaces:
 /// `Some` with whether it has a letter, `None` when it has another byte or is
-/// shorter. Its bytes are read as eight-byte words, the last one (or, under
-/// eight bytes, the two halves of the only one) overlapping the bytes before,
-/// which only read some bytes twice.
+/// shorter. Read as overlapping words (`all_words`), which only read some
+/// bytes twice.
 fn only_letters_and_spaces(name: &[u8]) -> Option<bool> {
-    let len = name.len();
-    if len < 4 {
-        return None;
-    }
-    if len < 8 {
-        let half = |at: usize| name.get(at..at + 4).map(|b| [b[0], b[1], b[2], b[3]]);
-        let (low, high) = (half(0)?, half(len - 4)?);
-        let word = u64::from(u32::from_le_bytes(low)) | u64::from(u32::from_le_bytes(high)) << 32;
-        return letters_and_spaces(word);
-    }
     let mut has_letter = false;
-    let mut at = 0;
-    while at + 8 < len {
-        has_letter |= letters_and_spaces(word_at(name, at))?;
-        at += 8;
-    }
-    has_letter |= letters_and_spaces(word_at(name, len - 8))?;
-    Some(has_letter)
+    let plain = all_words(name, |word| {
+        letters_and_spaces(word)
+            .map(|letter| has_letter |= letter)
+            .is_some()
+    })?;
+    plain.then_some(has_letter)
 }
 
 /// Whether all eight bytes of `word` are ASCII letters or spaces: `Some`
