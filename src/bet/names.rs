@@ -9,8 +9,6 @@
 //! name, which the plain rule checks. A seeded differential test keeps the two
 //! in agreement. The word check saves each side about 35 instructions per bet.
 
-#[cfg(test)]
-use crate::text::word_at;
 use crate::text::{all_words, byte_mask};
 
 /// What is wrong with a name's text.
