@@ -135,6 +135,22 @@ pub(crate) fn all_words(bytes: &[u8], mut test: impl FnMut(u64) -> bool) -> Opti
     Some(test(word_at(bytes, len - 8)))
 }
 
+/// Copies `src` into `dst`, of the same length: from four to sixteen bytes
+/// as two overlapping halves (two words, or two four-byte ones), which is
+/// cheaper than a call to copy a short field; other lengths by that call.
+pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let len = src.len();
+    if dst.len() != len || !(4..=16).contains(&len) {
+        dst.copy_from_slice(src);
+    } else if len < 8 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[len - 4..].copy_from_slice(&src[len - 4..]);
+    } else {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[len - 8..].copy_from_slice(&src[len - 8..]);
+    }
+}
+
 /// The high bit of every byte of `word` that is `byte`, and no other bit: the
 /// zero-byte test on `word ^ byte`, exact (no carry crosses a byte).
 pub(crate) fn byte_mask(word: u64, byte: u8) -> u64 {
@@ -172,6 +188,20 @@ pub(crate) fn parse_digits(bytes: &[u8], max_len: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_copies_copy_every_byte_and_no_other() {
+        let src: Vec<u8> = (1..=40).collect();
+        for len in 0..=40 {
+            let mut dst = [0u8; 42];
+            copy_short(&mut dst[1..=len], &src[..len]);
+            assert_eq!(&dst[1..=len], &src[..len], "{len}");
+            assert!(
+                dst[0] == 0 && dst[len + 1..].iter().all(|&b| b == 0),
+                "{len}"
+            );
+        }
+    }
 
     #[test]
     fn text_from_outside_is_escaped_before_it_is_logged() {

@@ -117,9 +117,17 @@ impl PlainSplit {
             columns: self.columns,
             ..AgencyRow::default()
         };
+        // Each field lies between its comma and the next: split off in turn.
+        let mut rest = unread;
         let mut start = 0;
         for (field, &end) in row.fields.iter_mut().zip(&self.ends).take(self.columns) {
-            *field = unread.get(start..end).unwrap_or_default();
+            // Ends only grow, so this never wraps (and if it did, the split
+            // would find no such length).
+            let Some((text, after)) = rest.split_at_checked(end.wrapping_sub(start)) else {
+                break;
+            };
+            *field = text;
+            rest = after.get(1..).unwrap_or_default();
             start = end + 1;
         }
         row

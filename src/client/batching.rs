@@ -21,7 +21,10 @@ pub(crate) struct Batch {
 /// Packs bets, in order, into bodies that fit one BETS message.
 pub(crate) struct Batcher {
     max_count: usize,
+    /// The batch being packed is `body[..filled]`; the buffer has room for a
+    /// whole message and one more bet, so every bet is written in place.
     body: Vec<u8>,
+    filled: usize,
     count: usize,
     /// The number of the next bet pushed.
     next: u64,
@@ -33,7 +36,8 @@ impl Batcher {
     pub fn new(max_count: usize, first: u64) -> Batcher {
         Batcher {
             max_count: max_count.clamp(1, usize::from(u16::MAX)),
-            body: Vec::with_capacity(wire::MAX_BETS_BODY_LEN),
+            body: vec![0; wire::MAX_BETS_BODY_LEN + wire::MAX_VALID_BET_LEN],
+            filled: 0,
             count: 0,
             next: first,
         }
@@ -44,13 +48,14 @@ impl Batcher {
     /// fits an empty batch: it is a small fraction of a message).
     pub fn push(&mut self, bet: &ValidBet<'_>) -> Option<Batch> {
         let len = wire::encoded_len(**bet);
-        let full = self.count == self.max_count || self.body.len() + len > wire::MAX_BETS_BODY_LEN;
+        let full = self.count == self.max_count || self.filled + len > wire::MAX_BETS_BODY_LEN;
         let done = if self.count > 0 && full {
             self.take()
         } else {
             None
         };
-        wire::encode_valid_bet(bet, &mut self.body);
+        // `filled` is at most a message's body, so the room is there.
+        self.filled += wire::write_valid_bet(bet, &mut self.body[self.filled..]);
         self.count += 1;
         done
     }
@@ -64,10 +69,11 @@ impl Batcher {
         let batch = Batch {
             first: self.next,
             count,
-            body: std::mem::replace(&mut self.body, Vec::with_capacity(wire::MAX_BETS_BODY_LEN)),
+            body: self.body[..self.filled].to_vec(),
         };
         self.next += u64::from(count);
         self.count = 0;
+        self.filled = 0;
         Some(batch)
     }
 }
@@ -169,6 +175,7 @@ mod tests {
         assert_eq!(shape, [(10, 3), (13, 3), (16, 1)]);
         let mut one = Vec::new();
         wire::encode_bet(*bets[6].valid(), &mut one).unwrap();
+        assert_eq!(batches[0].body.len(), 3 * one.len());
         assert_eq!(batches[2].body, one);
         assert_eq!(batcher.take(), None);
     }

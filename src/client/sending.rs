@@ -35,7 +35,8 @@ struct FilePass {
     expected: Digest,
     send: bool,
     hasher: Hasher,
-    encoded: Vec<u8>,
+    /// One bet's wire form, hashed alone when it is not sent.
+    encoded: [u8; wire::MAX_VALID_BET_LEN],
     batcher: Batcher,
     window: AckWindow,
     valid: u64,
@@ -58,7 +59,7 @@ impl FilePass {
             send,
             prefix,
             hasher,
-            encoded: Vec::with_capacity(1024),
+            encoded: [0; wire::MAX_VALID_BET_LEN],
             batcher: Batcher::new(max_count, welcome.stored),
             window: AckWindow::new(in_flight),
             valid: 0,
@@ -77,9 +78,8 @@ impl FilePass {
             return batch;
         }
         // Skipped (the server holds it) or only counted: hashed here.
-        self.encoded.clear();
-        wire::encode_valid_bet(bet, &mut self.encoded);
-        self.hasher.update(&self.encoded);
+        let len = wire::write_valid_bet(bet, &mut self.encoded);
+        self.hasher.update(&self.encoded[..len]);
         if self.valid == self.from {
             let prefix = self.hasher.digest();
             self.prefix = Some(prefix);

@@ -27,6 +27,6 @@ pub(crate) use reply::{AgencyStatus, Reply, decode_reply, winners_replies};
 #[cfg(test)]
 pub(crate) use request::encode_bet;
 pub(crate) use request::{
-    BetBatch, Request, decode_first_request, decode_request, encode_bets_message, encode_valid_bet,
-    encoded_len,
+    BetBatch, MAX_VALID_BET_LEN, Request, decode_first_request, decode_request,
+    encode_bets_message, encoded_len, write_valid_bet,
 };

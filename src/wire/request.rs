@@ -17,7 +17,8 @@ use super::limits::{
 };
 #[cfg(test)]
 use crate::bet::Bet;
-use crate::bet::{BetRef, ValidBet};
+use crate::bet::{BetRef, MAX_DOCUMENT_LEN, MAX_NAME_LEN, ValidBet};
+use crate::text::copy_short;
 
 /// A message from an agency to the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -321,29 +322,31 @@ pub(crate) fn encode_bet(bet: BetRef<'_>, body: &mut Vec<u8>) -> Result<(), Prot
     Ok(())
 }
 
-/// Appends a valid bet's wire form to a BETS body: `encode_bet` without its
-/// checks, which cannot fail for a `ValidBet` (its fields are far shorter than
-/// a str16's limit), with one reservation for the whole bet and the birthdate
-/// copied as ten bytes; it saves the client 56 instructions per bet.
-pub(crate) fn encode_valid_bet(bet: &ValidBet<'_>, body: &mut Vec<u8>) {
-    body.reserve(encoded_len(**bet));
-    for text in [bet.first_name, bet.last_name, bet.document] {
+/// Bytes of the longest valid bet's wire form: four str16 and the number.
+pub(crate) const MAX_VALID_BET_LEN: usize = 4 * 2 + 2 * MAX_NAME_LEN + MAX_DOCUMENT_LEN + 10 + 2;
+
+/// Writes a valid bet's wire form at the start of `out` and returns its
+/// length (at most `MAX_VALID_BET_LEN`); if `out` is too short for it, nothing
+/// is written and the length is 0. `encode_bet` without its checks, which a
+/// `ValidBet` has passed (its fields are far shorter than a str16's limit),
+/// written in place with short copies (`copy_short`) instead of growing a
+/// vector field by field: with the batcher writing in place, it saves the
+/// client 55 instructions per bet.
+pub(crate) fn write_valid_bet(bet: &ValidBet<'_>, out: &mut [u8]) -> usize {
+    let len = encoded_len(**bet);
+    let Some(out) = out.get_mut(..len) else {
+        return 0;
+    };
+    let mut at = 0;
+    for text in [bet.first_name, bet.last_name, bet.document, bet.birthdate] {
+        let end = at + 2 + text.len();
         // At most MAX_NAME_LEN bytes (a valid bet's longest field): a u16.
-        body.extend_from_slice(&(text.len() as u16).to_be_bytes());
-        body.extend_from_slice(text);
+        out[at..at + 2].copy_from_slice(&(text.len() as u16).to_be_bytes());
+        copy_short(&mut out[at + 2..end], text);
+        at = end;
     }
-    // A valid birthdate is YYYY-MM-DD: copied as ten bytes, not by a call.
-    match <&[u8; 10]>::try_from(bet.birthdate) {
-        Ok(date) => {
-            body.extend_from_slice(&10u16.to_be_bytes());
-            body.extend_from_slice(date);
-        }
-        Err(_) => {
-            body.extend_from_slice(&(bet.birthdate.len() as u16).to_be_bytes());
-            body.extend_from_slice(bet.birthdate);
-        }
-    }
-    body.extend_from_slice(&bet.number.to_be_bytes());
+    out[at..].copy_from_slice(&bet.number.to_be_bytes());
+    len
 }
 
 /// Wraps an already encoded body of `count` bets, numbered from `first`, into

@@ -567,6 +567,7 @@ fn a_valid_bet_encodes_to_the_same_bytes_unchecked_as_checked() {
         s
     };
     let (mut checked, mut unchecked) = (Vec::new(), Vec::new());
+    let mut room = [0xAA; MAX_VALID_BET_LEN + 1];
     for round in 0..5_000 {
         let bet = Bet {
             first_name: text(if round % 7 == 0 { 253 } else { 20 }),
@@ -577,8 +578,14 @@ fn a_valid_bet_encodes_to_the_same_bytes_unchecked_as_checked() {
         };
         let valid = bet.valid();
         encode_bet(*valid, &mut checked).unwrap();
-        encode_valid_bet(&valid, &mut unchecked);
+        let len = write_valid_bet(&valid, &mut room);
+        unchecked.extend_from_slice(&room[..len]);
         assert_eq!(unchecked, checked, "{bet:?}");
+        // Nothing past the bet is written.
+        assert!(room[len..].iter().all(|&b| b == 0xAA), "{bet:?}");
+        room.fill(0xAA);
     }
     assert!(checked.len() > 100_000);
+    // Without the room for the longest valid bet, nothing is written.
+    assert_eq!(write_valid_bet(&bet("Ana", 1).valid(), &mut [0; 10]), 0);
 }
