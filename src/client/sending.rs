@@ -212,22 +212,19 @@ impl Agency {
             let Some(row) = reader.next_row().map_err(|e| self.reading_error(e))? else {
                 break;
             };
-            let bet = match row.content {
-                Ok(fields) => {
-                    BetRef::from_agency_row(&fields, self.today).map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            let problem = match bet {
-                Ok(bet) => {
-                    let batch = pass.take(&bet);
-                    self.read = self.read.max(pass.valid);
-                    if let Some(batch) = batch {
-                        self.send_batch(session, batch, &mut pass.window, deadline)?;
+            let problem = match &row.content {
+                Ok(fields) => match BetRef::from_agency_row(fields, self.today) {
+                    Ok(bet) => {
+                        let batch = pass.take(&bet);
+                        self.read = self.read.max(pass.valid);
+                        if let Some(batch) = batch {
+                            self.send_batch(session, batch, &mut pass.window, deadline)?;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                Err(problem) => problem,
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
             };
             pass.invalid += row.lines;
             self.log_invalid_row(row.line, row.lines, &problem);
