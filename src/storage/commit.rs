@@ -74,13 +74,14 @@ impl GroupCommit {
     }
 
     /// Waits until what was appended through `end` is on disk, flushing (for
-    /// everyone) if no other thread is. `Err` with the failed flush's error for
-    /// every batch not on disk when a flush failed, and every one after.
-    pub fn sync(&self, end: u64, file: &impl Appender) -> Result<(), String> {
+    /// everyone) if no other thread is; returns how far the file is resolved
+    /// then (at least `end`). `Err` with the failed flush's error for every
+    /// batch not on disk when a flush failed, and every one after.
+    pub fn sync(&self, end: u64, file: &impl Appender) -> Result<u64, String> {
         let mut state = lock(&self.state);
         loop {
             if end <= state.resolved {
-                return Ok(());
+                return Ok(state.resolved);
             }
             if let Some(reason) = &state.poisoned {
                 return Err(reason.clone());

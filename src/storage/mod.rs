@@ -48,7 +48,7 @@ use ledger::{Admission, Ledger, judge_finish};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A batch that `append_batch` wrote (or found stored) and `sync` has yet to
 /// confirm on disk.
@@ -105,6 +105,9 @@ pub(crate) struct BetStore {
     /// The file at the path is no longer the one this store writes: nothing
     /// more is acknowledged (an ack would promise bets another file holds).
     replaced: AtomicBool,
+    /// Every batch through this end was on disk when the file was last found
+    /// in place: its ack needs no look of its own (one per flush, not per batch).
+    checked_through: AtomicU64,
     /// The failed flush was logged.
     poison_logged: AtomicBool,
 }
@@ -156,6 +159,7 @@ impl BetStore {
             agencies,
             identity,
             replaced: AtomicBool::new(false),
+            checked_through: AtomicU64::new(0),
             poison_logged: AtomicBool::new(false),
             writer: Mutex::new(Writer {
                 file: AppendFile::new(file, len),
@@ -253,11 +257,23 @@ impl BetStore {
     /// Waits until an appended batch is on disk. Batches appended meanwhile by
     /// other threads share the same `fsync`. If the `fsync` fails, every batch not
     /// yet durable is cut off the file and gets the error.
+    /// The file is then looked at (`check_in_place`) unless it was found in
+    /// place after this batch was on disk already.
     pub fn sync(&self, appended: Appended) -> Result<(), StorageError> {
-        self.commit
+        let resolved = self
+            .commit
             .sync(appended.end, &self.writer)
             .map_err(|reason| self.poisoned_error(reason))?;
-        self.check_in_place()
+        if appended.end <= self.checked_through.load(Ordering::Acquire) {
+            return match self.replaced.load(Ordering::Relaxed) {
+                true => Err(self.replaced_error()),
+                false => Ok(()),
+            };
+        }
+        self.check_in_place()?;
+        // Every batch resolved before the look was on disk when it was made.
+        self.checked_through.fetch_max(resolved, Ordering::Release);
+        Ok(())
     }
 
     /// Why nothing more is stored, once a flush failed; `None` before.

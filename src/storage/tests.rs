@@ -556,10 +556,12 @@ fn a_bad_stored_row_is_reported_with_its_line() {
 fn a_bets_file_deleted_or_replaced_while_open_stops_every_ack() {
     let dir = tempfile::tempdir().unwrap();
     let (bets_file, path) = new_store(&dir, 1);
-    assert!(matches!(
-        store(&bets_file, 1, 0, &bets(0..2)),
-        Append::Stored(_)
-    ));
+    let Append::Stored(first) = store(&bets_file, 1, 0, &bets(0..2)) else {
+        panic!("the first batch is stored");
+    };
+    // Acked: the file was in place once the batch was on disk (a look made
+    // once per flush, which the next batch must not inherit).
+    bets_file.sync(first).expect("the first batch is acked");
     // Replaced at its path: another file now stands where the round was.
     std::fs::rename(&path, dir.path().join("moved.csv")).unwrap();
     std::fs::write(&path, "").unwrap();
