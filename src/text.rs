@@ -135,19 +135,24 @@ pub(crate) fn all_words(bytes: &[u8], mut test: impl FnMut(u64) -> bool) -> Opti
     Some(test(word_at(bytes, len - 8)))
 }
 
-/// Copies `src` into `dst`, of the same length: from four to sixteen bytes
-/// as two overlapping halves (two words, or two four-byte ones), which is
-/// cheaper than a call to copy a short field; other lengths by that call.
+/// Copies `src` into `dst`, of the same length: up to sixteen bytes as two
+/// overlapping halves (two words, two four-byte or two two-byte pieces),
+/// which is cheaper than a call to copy a short field; longer ones by that call.
 pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
     let len = src.len();
-    if dst.len() != len || !(4..=16).contains(&len) {
+    if dst.len() != len || len > 16 {
         dst.copy_from_slice(src);
-    } else if len < 8 {
-        dst[..4].copy_from_slice(&src[..4]);
-        dst[len - 4..].copy_from_slice(&src[len - 4..]);
-    } else {
+    } else if len >= 8 {
         dst[..8].copy_from_slice(&src[..8]);
         dst[len - 8..].copy_from_slice(&src[len - 8..]);
+    } else if len >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[len - 4..].copy_from_slice(&src[len - 4..]);
+    } else if len >= 2 {
+        dst[..2].copy_from_slice(&src[..2]);
+        dst[len - 2..].copy_from_slice(&src[len - 2..]);
+    } else if len == 1 {
+        dst[0] = src[0];
     }
 }
 

@@ -30,10 +30,13 @@ impl Handler {
             })?;
             bets.push(valid);
         }
-        let appended =
-            self.context
-                .store
-                .append_batch(agency, u64::from(first), &bets, batch.body());
+        let appended = self.context.store.append_batch(
+            agency,
+            u64::from(first),
+            &bets,
+            batch.body(),
+            &mut self.rows,
+        );
         let (appended, repeated) = match appended {
             Ok(Append::Stored(appended)) => (appended, false),
             Ok(Append::AlreadyStored(appended)) => {

@@ -19,7 +19,7 @@ use super::outbox::Outbox;
 use super::refusal::Refusal;
 use crate::app::shutdown::Shutdown;
 use crate::net::connection::{Connection, ConnectionError, Fill};
-use crate::storage::BetStore;
+use crate::storage::{BetStore, RowBuffer};
 use crate::wire::{ErrorCode, ProtocolError, Reply, Request};
 use log::{debug, info, warn};
 use std::net::SocketAddr;
@@ -112,6 +112,8 @@ pub(crate) struct Handler {
     pub(super) draw_wait_left: Duration,
     refused_in_a_row: u32,
     pub(super) outbox: Outbox,
+    /// Room for the rows of this connection's batches, kept between them.
+    pub(super) rows: RowBuffer,
 }
 
 impl Handler {
@@ -133,6 +135,7 @@ impl Handler {
             session: None,
             refused_in_a_row: 0,
             outbox: Outbox::default(),
+            rows: RowBuffer::default(),
         }
     }
 

@@ -36,6 +36,7 @@ pub use error::StorageError;
 pub(crate) use ledger::{DurableState, Finish};
 pub(crate) use reader::{BetRows, middle_row_end};
 pub(crate) use recovery::Recovered;
+pub(crate) use rows::RowBuffer;
 
 use crate::app::locks::lock;
 use crate::bet::ValidBet;
@@ -216,14 +217,16 @@ impl BetStore {
     /// Appends a batch of `agency`'s bets numbered from `first`, in one write at
     /// the file's end, unless it is not the agency's next batch (see `Append`).
     /// `body` is the batch's wire encoding (the BETS body), added to the agency's
-    /// digest. Does not wait for the disk: `sync` does. On a failed write the
-    /// file is cut back to its length before the batch.
+    /// digest; its rows are written in `rows`, the caller's room for them. Does
+    /// not wait for the disk: `sync` does. On a failed write the file is cut
+    /// back to its length before the batch.
     pub fn append_batch(
         &self,
         agency: u32,
         first: u64,
         bets: &[ValidBet<'_>],
         body: &[u8],
+        rows: &mut RowBuffer,
     ) -> Result<Append, StorageError> {
         if self.replaced.load(Ordering::Relaxed) {
             return Err(self.replaced_error());
@@ -232,10 +235,7 @@ impl BetStore {
             return Err(self.poisoned_error(reason));
         }
         let count = bets.len() as u64;
-        // A batch of one message's worth of bets makes somewhat more than 8 KiB
-        // of rows (the agency and separators are added): one allocation, no growth.
-        let mut bytes = Vec::with_capacity(16 * 1024);
-        rows::write_rows(&mut bytes, agency, bets);
+        let bytes = rows.write(agency, bets);
         let mut writer = lock(&self.writer);
         match writer.ledger.admit(agency, first, count) {
             Admission::Append => {}
@@ -248,7 +248,7 @@ impl BetStore {
         }
         let end = writer
             .file
-            .append(&bytes)
+            .append(bytes)
             .map_err(|(action, e)| io_error(&self.path, action, e))?;
         writer.ledger.appended(agency, count, body, end);
         Ok(Append::Stored(Appended { end }))

@@ -44,7 +44,13 @@ fn counts(store: &BetStore, agency: u32) -> (u64, bool) {
 fn store(store: &BetStore, agency: u32, first: u64, bets: &[Bet]) -> Append {
     let valid: Vec<ValidBet> = bets.iter().map(Bet::valid).collect();
     let outcome = store
-        .append_batch(agency, first, &valid, &body_of(bets))
+        .append_batch(
+            agency,
+            first,
+            &valid,
+            &body_of(bets),
+            &mut RowBuffer::default(),
+        )
         .unwrap();
     if let Append::Stored(appended) | Append::AlreadyStored(appended) = &outcome {
         store.sync(*appended).unwrap();
@@ -567,8 +573,13 @@ fn a_bets_file_deleted_or_replaced_while_open_stops_every_ack() {
     std::fs::write(&path, "").unwrap();
     let valid_bets = bets(2..3);
     let valid: Vec<ValidBet> = valid_bets.iter().map(Bet::valid).collect();
-    let Ok(Append::Stored(appended)) = bets_file.append_batch(1, 2, &valid, &body_of(&valid_bets))
-    else {
+    let Ok(Append::Stored(appended)) = bets_file.append_batch(
+        1,
+        2,
+        &valid,
+        &body_of(&valid_bets),
+        &mut RowBuffer::default(),
+    ) else {
         panic!("the append itself goes to the open file");
     };
     let error = bets_file
@@ -578,7 +589,13 @@ fn a_bets_file_deleted_or_replaced_while_open_stops_every_ack() {
     assert!(error.to_string().contains("deleted or replaced"), "{error}");
     // And nothing more is taken.
     assert!(matches!(
-        bets_file.append_batch(1, 3, &valid, &body_of(&valid_bets)),
+        bets_file.append_batch(
+            1,
+            3,
+            &valid,
+            &body_of(&valid_bets),
+            &mut RowBuffer::default()
+        ),
         Err(StorageError::Replaced { .. })
     ));
 }
