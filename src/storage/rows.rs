@@ -117,7 +117,7 @@ impl<'a> StoredRow<'a> {
 /// `u16`), five commas and the line end.
 const MAX_ROW_LEN: usize = 10 + 2 * (2 + 2 * MAX_NAME_LEN) + MAX_DOCUMENT_LEN + 10 + 5 + 5 + 2;
 /// Room added at a time to the rows being written.
-const ROOM_STEP: usize = 16 * 1024;
+const ROOM_STEP: usize = 4 * 1024;
 
 /// Room for rows, kept from one batch to the next: it is made (zeroed) once
 /// for a connection, not for every batch.
