@@ -330,8 +330,7 @@ pub(crate) const MAX_VALID_BET_LEN: usize = 4 * 2 + 2 * MAX_NAME_LEN + MAX_DOCUM
 /// is written and the length is 0. `encode_bet` without its checks, which a
 /// `ValidBet` has passed (its fields are far shorter than a str16's limit),
 /// written in place with short copies (`copy_short`) instead of growing a
-/// vector field by field: with the batcher writing in place, it saves the
-/// client 55 instructions per bet.
+/// vector field by field: it saves the clients about 100 instructions per bet.
 pub(crate) fn write_valid_bet(bet: &ValidBet<'_>, out: &mut [u8]) -> usize {
     let len = encoded_len(**bet);
     let Some(out) = out.get_mut(..len) else {
