@@ -156,6 +156,15 @@ pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
     }
 }
 
+/// The high bit of every byte of `word` below `limit` (at most 0x80), and no
+/// other bit. Each byte is lifted to 0x80 or more first, so no subtraction
+/// borrows from the next byte.
+pub(crate) fn bytes_below(word: u64, limit: u8) -> u64 {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    !((word | HIGH) - ONES * u64::from(limit)) & !word & HIGH
+}
+
 /// The high bit of every byte of `word` that is `byte`, and no other bit: the
 /// zero-byte test on `word ^ byte`, exact (no carry crosses a byte).
 pub(crate) fn byte_mask(word: u64, byte: u8) -> u64 {
@@ -193,6 +202,27 @@ pub(crate) fn parse_digits(bytes: &[u8], max_len: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_below_a_limit_are_found_exactly() {
+        for limit in [0u8, 1, 10, 0x2D, 0x7F, 0x80] {
+            for b in 0..=255u8 {
+                // The byte in each place, between bytes on either side of the limit.
+                for place in 0..8 {
+                    let mut bytes = [0x7Fu8, 0x00, 0xFF, 0x80, 0x2C, 0x2D, 0x0A, 0x41];
+                    bytes[place] = b;
+                    let expected = bytes.iter().enumerate().fold(0u64, |mask, (i, &x)| {
+                        mask | (u64::from(x < limit) << (8 * i + 7))
+                    });
+                    assert_eq!(
+                        bytes_below(u64::from_le_bytes(bytes), limit),
+                        expected,
+                        "{bytes:?} below {limit}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn short_copies_copy_every_byte_and_no_other() {

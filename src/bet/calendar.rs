@@ -4,6 +4,7 @@
 //! conversion to and from days since 1970-01-01 (the "days from civil"
 //! algorithm, counted in 400-year eras so that every step is exact).
 
+use crate::text::bytes_below;
 #[cfg(test)]
 use crate::text::parse_digits;
 use std::fmt;
@@ -79,7 +80,6 @@ impl Date {
     /// the two in agreement. The word saves each side 10 instructions per bet.
     pub fn parse(bytes: &[u8]) -> Option<Date> {
         const HIGH: u64 = 0x8080_8080_8080_8080;
-        const ONES: u64 = 0x0101_0101_0101_0101;
         const SHAPE: u64 = u64::from_le_bytes(*b"0000-00-");
         // The bytes of the two dashes (the word's fifth and eighth).
         const DASHES: u64 = 0xFF00_00FF_0000_0000;
@@ -88,8 +88,7 @@ impl Date {
         };
         // A digit becomes its value and a dash 0; any other byte, something else.
         let values = u64::from_le_bytes([y1, y2, y3, y4, dash1, m1, m2, dash2]) ^ SHAPE;
-        // Each byte lifted to 0x80 or more first, so no subtraction borrows.
-        let below_ten = !((values | HIGH) - ONES * 10) & !values & HIGH;
+        let below_ten = bytes_below(values, 10);
         let (d1, d2) = (d1.wrapping_sub(b'0'), d2.wrapping_sub(b'0'));
         if below_ten != HIGH || values & DASHES != 0 || d1 > 9 || d2 > 9 {
             return None;

@@ -21,7 +21,7 @@
 use crate::bet::{AGENCY_CSV_COLUMNS, AgencyRow};
 use crate::files::not_a_file;
 use crate::net::buffer::{ReadBuffer, Refill};
-use crate::text::word_at;
+use crate::text::{bytes_below, word_at};
 use csv_core::{ReadRecordResult, Reader};
 use std::fmt;
 use std::fs::File;
@@ -50,7 +50,7 @@ fn plain_row(unread: &[u8]) -> Option<(PlainSplit, usize)> {
     // The first `\n`, `\r` or `"`: where the line ends, if the row is plain.
     let stop = 'scan: {
         while at + 8 <= scanned.len() {
-            let mut hits = bytes_up_to_comma(word_at(scanned, at));
+            let mut hits = bytes_below(word_at(scanned, at), b',' + 1);
             while hits != 0 {
                 let pos = at + hits.trailing_zeros() as usize / 8;
                 match scanned[pos] {
@@ -81,16 +81,6 @@ fn plain_row(unread: &[u8]) -> Option<(PlainSplit, usize)> {
     }
     split.field_ends(stop);
     Some((split, taken))
-}
-
-/// The high bit of every byte of `word` that is at most `,` (0x2C), and no
-/// other bit. Each byte is lifted to 0x80 or more first, so no subtraction
-/// borrows from the next byte.
-fn bytes_up_to_comma(word: u64) -> u64 {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let at_least_above_comma = (word | HIGH) - ONES * u64::from(b',' + 1);
-    !at_least_above_comma & !word & HIGH
 }
 
 /// Where a plain row's fields end in the unread input, as `plain_row` finds
