@@ -18,6 +18,9 @@ pub(crate) struct Batch {
     pub body: Vec<u8>,
 }
 
+// A valid bet always fits an empty batch, so `push` never has a bet it cannot place.
+const _: () = assert!(wire::MAX_VALID_BET_LEN <= wire::MAX_BETS_BODY_LEN);
+
 /// Packs bets, in order, into bodies that fit one BETS message.
 pub(crate) struct Batcher {
     max_count: usize,
