@@ -53,20 +53,16 @@ fn plain_row(unread: &[u8]) -> Option<(PlainSplit, usize)> {
             let mut hits = bytes_below(word_at(scanned, at), b',' + 1);
             while hits != 0 {
                 let pos = at + hits.trailing_zeros() as usize / 8;
-                match scanned[pos] {
-                    b',' => split.field_ends(pos),
-                    b'\n' | b'\r' | b'"' => break 'scan pos,
-                    _ => {}
+                if split.stops_at(scanned[pos], pos) {
+                    break 'scan pos;
                 }
                 hits &= hits - 1;
             }
             at += 8;
         }
         for (pos, &b) in scanned.iter().enumerate().skip(at) {
-            match b {
-                b',' => split.field_ends(pos),
-                b'\n' | b'\r' | b'"' => break 'scan pos,
-                _ => {}
+            if split.stops_at(b, pos) {
+                break 'scan pos;
             }
         }
         return None;
@@ -95,6 +91,18 @@ struct PlainSplit {
 }
 
 impl PlainSplit {
+    /// Takes the byte `b` at `pos`: a comma ends a field; `true` for a byte
+    /// that ends the scan (`\n`, `\r` or `"`).
+    #[inline]
+    fn stops_at(&mut self, b: u8, pos: usize) -> bool {
+        match b {
+            b',' => self.field_ends(pos),
+            b'\n' | b'\r' | b'"' => return true,
+            _ => {}
+        }
+        false
+    }
+
     fn field_ends(&mut self, end: usize) {
         if let Some(slot) = self.ends.get_mut(self.columns) {
             *slot = end;
